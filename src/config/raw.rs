@@ -1,0 +1,195 @@
+//! The raw config model: one struct per YAML mapping, unknown fields rejected.
+//! Doc comments become descriptions in the JSON Schema (`switchyard schema`).
+
+use super::Pos;
+use indexmap::IndexMap;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
+
+/// A value with the position it was written at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sp<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub pos: Pos,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        let pos = Pos::of(&spanned);
+        Ok(Sp {
+            value: spanned.value,
+            pos,
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// A byte size: a number of bytes or a string such as `512KiB`, `8MiB`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    /// A plain number of bytes.
+    Bytes(u64),
+    /// A number with a unit.
+    Text(String),
+}
+
+impl JsonSchema for SizeValue {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "description": "bytes, or a number with a unit: KiB, MiB, GiB (e.g. 8MiB)",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^[0-9]+\\s*(B|KiB|MiB|GiB|KB|MB|GB)?$" }
+            ]
+        })
+    }
+}
+
+/// A Switchyard config file.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listener settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Upstream services by name; call templates refer to these names.
+    #[serde(default)]
+    pub upstreams: IndexMap<String, Sp<RawUpstream>>,
+    /// The routes the gateway serves.
+    #[serde(default)]
+    pub routes: Vec<Sp<RawRoute>>,
+}
+
+/// Listener settings.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on (default 127.0.0.1:8080).
+    pub listen: Option<Sp<String>>,
+    /// CIDRs whose X-Forwarded-For header is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Sp<String>>,
+    /// Largest accepted request body (default 1MiB).
+    pub max_request_body: Option<Sp<SizeValue>>,
+}
+
+/// One upstream service.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Base URL: http://host:port, optionally with a path prefix.
+    pub url: Sp<String>,
+    /// Longest one call may take (default 5s).
+    pub timeout: Option<Sp<String>>,
+    /// Longest a new connection may take (default 1s).
+    pub connect_timeout: Option<Sp<String>>,
+    /// Largest accepted response body (default 8MiB).
+    pub max_body: Option<Sp<SizeValue>>,
+    /// Idle keep-alive connections kept per host (default 256).
+    pub pool_idle_per_host: Option<usize>,
+}
+
+/// One route: a method and path, then calls with a response shape or merge, or a proxy.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// GET route: the path template.
+    pub get: Option<Sp<String>>,
+    /// POST route: the path template.
+    pub post: Option<Sp<String>>,
+    /// PUT route: the path template.
+    pub put: Option<Sp<String>>,
+    /// PATCH route: the path template.
+    pub patch: Option<Sp<String>>,
+    /// DELETE route: the path template.
+    pub delete: Option<Sp<String>>,
+    /// Any method (proxy routes only): the path template.
+    pub any: Option<Sp<String>>,
+    /// The route deadline (default 10s).
+    pub timeout: Option<Sp<String>>,
+    /// Client headers copied to every call.
+    #[serde(default)]
+    pub forward_headers: Vec<Sp<String>>,
+    /// Named upstream calls.
+    #[serde(default)]
+    pub calls: IndexMap<String, Sp<RawCall>>,
+    /// The response shape: strings are expressions, everything else literal.
+    #[schemars(with = "serde_json::Value")]
+    pub respond: Option<super::RawShape>,
+    /// Merge these calls' bodies at the root; the first listed wins on collisions.
+    pub merge: Option<Vec<Sp<String>>>,
+    /// Status of a successful response (default 200).
+    pub status: Option<Sp<u16>>,
+    /// Pass-through target: "upstream:/path/{path.rest}".
+    pub proxy: Option<Sp<String>>,
+}
+
+/// One upstream call of a route.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCall {
+    /// GET "upstream:/path?query" template.
+    pub get: Option<Sp<String>>,
+    /// POST "upstream:/path?query" template.
+    pub post: Option<Sp<String>>,
+    /// PUT "upstream:/path?query" template.
+    pub put: Option<Sp<String>>,
+    /// PATCH "upstream:/path?query" template.
+    pub patch: Option<Sp<String>>,
+    /// DELETE "upstream:/path?query" template.
+    pub delete: Option<Sp<String>>,
+    /// When true, a failure yields null and a partial response instead of an error.
+    #[serde(default)]
+    pub optional: bool,
+    /// Extra request headers: name → template.
+    #[serde(default)]
+    pub headers: IndexMap<String, Sp<String>>,
+    /// Client headers for this call, in addition to the route's.
+    #[serde(default)]
+    pub forward_headers: Vec<Sp<String>>,
+    /// JSON request body, written as a response shape.
+    #[schemars(with = "serde_json::Value")]
+    pub body: Option<super::RawShape>,
+    /// A tighter timeout than the upstream's.
+    pub timeout: Option<Sp<String>>,
+    /// Run the call once per distinct element of this list expression.
+    pub for_each: Option<Sp<String>>,
+    /// With for_each: at most this many item calls at once (default 16).
+    pub concurrency: Option<Sp<usize>>,
+    /// With for_each: what a failed item does to the call.
+    pub on_item_error: Option<Sp<OnItemError>>,
+}
+
+/// What a failed item of a `for_each` call does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnItemError {
+    /// The whole call fails.
+    Fail,
+    /// That item's place holds null.
+    KeepNull,
+    /// That item is left out of the list.
+    Skip,
+}

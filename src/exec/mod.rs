@@ -1,0 +1,319 @@
+//! Runs one route's call graph: every call starts the moment its own inputs
+//! are ready, each gets `min(its timeout, time left before the route
+//! deadline)`, and a failed required call cancels the rest (dropping their
+//! futures closes their connections).
+
+pub mod eval;
+pub mod render;
+
+use crate::config::OnItemError;
+use crate::plan::expr::CallId;
+use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
+use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
+use eval::{Env, RequestView};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::{HeaderMap, Request, StatusCode};
+use render::Forwarding;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Where a call ended.
+#[derive(Debug)]
+pub enum CallState {
+    /// Not started (its inputs never became ready).
+    NotRun,
+    /// Sent and not yet answered.
+    Running,
+    /// Answered with JSON.
+    Done(JsonResponse),
+    /// Failed or skipped; only optional calls (and calls depending on them) end here.
+    Failed(CallError),
+}
+
+/// The end state of every call, and how long each took.
+#[derive(Debug)]
+pub struct Outcome {
+    /// By call id.
+    pub states: Vec<CallState>,
+    /// By call id; `None` for calls that were never sent.
+    pub elapsed: Vec<Option<Duration>>,
+}
+
+impl Outcome {
+    /// Successful results by call id, as expressions read them.
+    pub fn results(&self) -> Vec<Option<&JsonResponse>> {
+        self.states
+            .iter()
+            .map(|s| match s {
+                CallState::Done(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A required call failed: the route fails with this.
+#[derive(Debug)]
+pub struct RouteFailure {
+    /// The call that failed.
+    pub call: CallId,
+    /// Why.
+    pub error: CallError,
+    /// The other calls as they stood.
+    pub outcome: Outcome,
+}
+
+type CallFuture<'a> =
+    Pin<Box<dyn Future<Output = (CallId, Result<JsonResponse, CallError>, Duration)> + Send + 'a>>;
+
+/// The inputs of one route execution.
+pub struct Execution<'a> {
+    /// The compiled plan.
+    pub plan: &'a Plan,
+    /// The matched route.
+    pub route: &'a RoutePlan,
+    /// Its call graph.
+    pub agg: &'a Aggregate,
+    /// Upstream connection pools.
+    pub upstreams: &'a Upstreams,
+    /// The client request as expressions see it.
+    pub view: &'a RequestView<'a>,
+    /// The client's headers (for `forward_headers`).
+    pub client_headers: &'a HeaderMap,
+    /// `X-Forwarded-*` values.
+    pub forwarding: &'a Forwarding,
+}
+
+/// Runs the route's calls to completion or to the first required failure.
+pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
+    let calls = &r.agg.calls;
+    let deadline = Instant::now() + r.route.timeout;
+    let mut outcome = Outcome {
+        states: calls.iter().map(|_| CallState::NotRun).collect(),
+        elapsed: vec![None; calls.len()],
+    };
+    let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
+    let mut ready: Vec<CallId> = r.agg.roots.iter().rev().copied().collect();
+    let mut inflight: FuturesUnordered<CallFuture<'_>> = FuturesUnordered::new();
+    loop {
+        while let Some(id) = ready.pop() {
+            let call = &calls[id];
+            let failed_dep = call
+                .deps
+                .iter()
+                .find(|&&d| matches!(outcome.states[d], CallState::Failed(_)));
+            let started = match failed_dep {
+                Some(&d) => Err(CallError::DependencyFailed(calls[d].name.clone())),
+                None => start(r, id, &outcome, deadline),
+            };
+            match started {
+                Ok(Started::Sent(fut)) => {
+                    outcome.states[id] = CallState::Running;
+                    inflight.push(fut);
+                }
+                Ok(Started::Answered(resp)) => finish(
+                    r.agg,
+                    id,
+                    Ok(resp),
+                    &mut outcome,
+                    &mut waiting_on,
+                    &mut ready,
+                )?,
+                Err(e) => finish(r.agg, id, Err(e), &mut outcome, &mut waiting_on, &mut ready)?,
+            }
+        }
+        match tokio::time::timeout_at(deadline, inflight.next()).await {
+            Ok(Some((id, result, took))) => {
+                outcome.elapsed[id] = Some(took);
+                finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
+            }
+            Ok(None) => return Ok(outcome),
+            Err(_) => {
+                // The route deadline passed; whichever call is still running is to blame.
+                let call = outcome
+                    .states
+                    .iter()
+                    .position(|s| matches!(s, CallState::Running))
+                    .unwrap_or(0);
+                return Err(RouteFailure {
+                    call,
+                    error: CallError::Timeout(r.route.timeout),
+                    outcome,
+                });
+            }
+        }
+    }
+}
+
+/// Records a call's end and readies the calls waiting for it. A required call's
+/// failure ends the route (except skips caused by a failed optional call).
+fn finish(
+    agg: &Aggregate,
+    id: CallId,
+    result: Result<JsonResponse, CallError>,
+    outcome: &mut Outcome,
+    waiting_on: &mut [usize],
+    ready: &mut Vec<CallId>,
+) -> Result<(), RouteFailure> {
+    let call = &agg.calls[id];
+    outcome.states[id] = match result {
+        Ok(resp) => CallState::Done(resp),
+        Err(e) if call.optional || matches!(e, CallError::DependencyFailed(_)) => {
+            CallState::Failed(e)
+        }
+        Err(error) => {
+            outcome.states[id] = CallState::Failed(error.clone());
+            return Err(RouteFailure {
+                call: id,
+                error,
+                outcome: std::mem::replace(
+                    outcome,
+                    Outcome {
+                        states: Vec::new(),
+                        elapsed: Vec::new(),
+                    },
+                ),
+            });
+        }
+    };
+    for &d in &call.dependents {
+        waiting_on[d] -= 1;
+        if waiting_on[d] == 0 {
+            ready.push(d);
+        }
+    }
+    Ok(())
+}
+
+enum Started<'a> {
+    /// The request is on its way.
+    Sent(CallFuture<'a>),
+    /// Nothing needed sending (an empty list input): this is the answer.
+    Answered(JsonResponse),
+}
+
+fn empty_list_answer() -> JsonResponse {
+    JsonResponse {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: Value::Array(Vec::new()),
+    }
+}
+
+fn start<'a>(
+    r: &Execution<'a>,
+    id: CallId,
+    outcome: &Outcome,
+    deadline: Instant,
+) -> Result<Started<'a>, CallError> {
+    let call: &'a CallPlan = &r.agg.calls[id];
+    let up = &r.plan.upstreams[call.upstream];
+    let client = r.upstreams.get(call.upstream);
+    let results = outcome.results();
+    let env = Env {
+        request: r.view,
+        results: &results,
+        item: None,
+        errors: None,
+    };
+    let Some(for_each) = &call.for_each else {
+        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding)? else {
+            return Ok(Started::Answered(empty_list_answer()));
+        };
+        let timeout = call.timeout;
+        return Ok(Started::Sent(Box::pin(async move {
+            let t0 = Instant::now();
+            let result = fetch(client, req, timeout, deadline).await;
+            (id, result, t0.elapsed())
+        })));
+    };
+    let list = eval::eval(&for_each.list, &env)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| CallError::MissingDependency(for_each.list.text.clone()))?;
+    let Some(items) = list.as_array() else {
+        return Err(CallError::BadInput(format!(
+            "`for_each: {}` is not a list",
+            for_each.list.text
+        )));
+    };
+    let items = eval::distinct(items);
+    if items.is_empty() {
+        return Ok(Started::Answered(empty_list_answer()));
+    }
+    let requests: Vec<Result<Option<Request<_>>, CallError>> = items
+        .iter()
+        .map(|item| {
+            let env = Env {
+                item: Some(item),
+                ..env
+            };
+            render::request(call, up, &env, r.client_headers, r.forwarding)
+        })
+        .collect();
+    Ok(Started::Sent(Box::pin(fan_out(
+        id, call, for_each, client, requests, deadline,
+    ))))
+}
+
+async fn fan_out(
+    id: CallId,
+    call: &CallPlan,
+    for_each: &ForEach,
+    client: &UpstreamClient,
+    requests: Vec<Result<Option<Request<crate::upstream::Body>>, CallError>>,
+    deadline: Instant,
+) -> (CallId, Result<JsonResponse, CallError>, Duration) {
+    let t0 = Instant::now();
+    let timeout = call.timeout;
+    // Futures are lazy: collecting them sends nothing. `buffered` then runs up
+    // to `concurrency` at once and yields answers in input order.
+    let items: Vec<_> = requests
+        .into_iter()
+        .map(|req| fetch_item(client, req, timeout, deadline))
+        .collect();
+    let mut answers = futures_util::stream::iter(items).buffered(for_each.concurrency);
+    let mut bodies = Vec::new();
+    while let Some(answer) = answers.next().await {
+        match (answer, for_each.on_item_error) {
+            (Ok(body), _) => bodies.push(body),
+            (Err(e), OnItemError::Fail) => return (id, Err(e), t0.elapsed()),
+            (Err(_), OnItemError::KeepNull) => bodies.push(Value::Null),
+            (Err(_), OnItemError::Skip) => {}
+        }
+    }
+    let resp = JsonResponse {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: Value::Array(bodies),
+    };
+    (id, Ok(resp), t0.elapsed())
+}
+
+async fn fetch_item(
+    client: &UpstreamClient,
+    req: Result<Option<Request<crate::upstream::Body>>, CallError>,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<Value, CallError> {
+    match req? {
+        Some(req) => fetch(client, req, timeout, deadline).await.map(|r| r.body),
+        None => Ok(Value::Array(Vec::new())),
+    }
+}
+
+/// One request with `min(timeout, time left)`.
+async fn fetch(
+    client: &UpstreamClient,
+    req: Request<crate::upstream::Body>,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<JsonResponse, CallError> {
+    let budget = timeout.min(deadline.saturating_duration_since(Instant::now()));
+    match tokio::time::timeout(budget, client.fetch_json(req)).await {
+        Ok(result) => result,
+        Err(_) => Err(CallError::Timeout(budget)),
+    }
+}

@@ -1,0 +1,226 @@
+//! Turning a call's templates into an upstream request. Every value is encoded
+//! for the place it lands in; missing inputs stop the call before it is sent.
+
+use super::eval::{self, Env};
+use crate::compose;
+use crate::plan::template::{Encoding, Piece, Template};
+use crate::plan::{CallPlan, UpstreamPlan};
+use crate::upstream::{self, Body, CallError};
+use http::{HeaderMap, HeaderValue, Request, header};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+/// Everything except RFC 3986 unreserved characters: a value encoded with this
+/// set cannot end a path segment, start a query or add a parameter.
+pub const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Headers the gateway sets on every upstream request.
+pub struct Forwarding {
+    /// `X-Forwarded-For`.
+    pub forwarded_for: HeaderValue,
+    /// `X-Forwarded-Proto`.
+    pub forwarded_proto: HeaderValue,
+    /// `X-Forwarded-Host`, when the client named a host.
+    pub forwarded_host: Option<HeaderValue>,
+}
+
+/// A rendered template, or the news that a list it joins is empty.
+pub enum Rendered {
+    /// The text.
+    Text(String),
+    /// A joined list was empty: there is nothing to ask for.
+    EmptyList,
+}
+
+/// Renders a URL or header template.
+pub fn render(t: &Template, env: &Env<'_>, out: &mut String) -> Result<Rendered, CallError> {
+    let mut empty = false;
+    for piece in &t.pieces {
+        match piece {
+            Piece::Lit(l) => out.push_str(l),
+            Piece::Slot(expr, encoding) => {
+                if let Some((sep, filters)) = expr.split_join() {
+                    let value = eval::eval_with(expr, filters, env)
+                        .filter(|v| !v.is_null())
+                        .ok_or_else(|| CallError::MissingDependency(expr.text.clone()))?;
+                    let items: &[Value] = match value.as_array() {
+                        Some(a) => a,
+                        None => std::slice::from_ref(&*value),
+                    };
+                    empty |= items.is_empty();
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(sep);
+                        }
+                        write_scalar(item, *encoding, &expr.text, out)?;
+                    }
+                } else {
+                    let value = eval::eval(expr, env)
+                        .filter(|v| !v.is_null())
+                        .ok_or_else(|| CallError::MissingDependency(expr.text.clone()))?;
+                    write_scalar(&value, *encoding, &expr.text, out)?;
+                }
+            }
+        }
+    }
+    Ok(if empty {
+        Rendered::EmptyList
+    } else {
+        Rendered::Text(std::mem::take(out))
+    })
+}
+
+fn write_scalar(
+    v: &Value,
+    encoding: Encoding,
+    what: &str,
+    out: &mut String,
+) -> Result<(), CallError> {
+    let text = eval::scalar_text(v).ok_or_else(|| {
+        CallError::BadInput(format!(
+            "`{what}` is a list or object where one value belongs (use `|join` or a step)"
+        ))
+    })?;
+    match encoding {
+        Encoding::Component => out.extend(utf8_percent_encode(&text, COMPONENT)),
+        Encoding::PathRest => write_path_rest(&text, what, out)?,
+        Encoding::HeaderValue => {
+            if text.chars().any(|c| c.is_control()) {
+                return Err(CallError::BadInput(format!(
+                    "`{what}` contains control characters"
+                )));
+            }
+            out.push_str(&text);
+        }
+    }
+    Ok(())
+}
+
+/// A catch-all remainder, still percent-encoded as the client sent it: keep
+/// its `/`, re-encode each segment, refuse `.` and `..` (also when encoded).
+pub fn write_path_rest(raw: &str, what: &str, out: &mut String) -> Result<(), CallError> {
+    for (i, seg) in raw.split('/').enumerate() {
+        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        if decoded == "." || decoded == ".." {
+            return Err(CallError::BadInput(format!(
+                "`{what}` contains a `{decoded}` segment"
+            )));
+        }
+        if i > 0 {
+            out.push('/');
+        }
+        out.extend(utf8_percent_encode(&decoded, COMPONENT));
+    }
+    Ok(())
+}
+
+/// The request for one call (or one item of a `for_each` call).
+pub fn request(
+    call: &CallPlan,
+    up: &UpstreamPlan,
+    env: &Env<'_>,
+    client_headers: &HeaderMap,
+    fwd: &Forwarding,
+) -> Result<Option<Request<Body>>, CallError> {
+    let mut url = String::with_capacity(64);
+    url.push_str("http://");
+    url.push_str(up.authority.as_str());
+    url.push_str(&up.base_path);
+    let url = match render(&call.url, env, &mut url)? {
+        Rendered::Text(u) => u,
+        Rendered::EmptyList => return Ok(None),
+    };
+    let mut builder = Request::builder().method(call.method.clone()).uri(url);
+    let headers = builder
+        .headers_mut()
+        .ok_or_else(|| CallError::BadInput("invalid request".into()))?;
+    set_common_headers(headers, up, client_headers, &call.forward_headers, fwd);
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    for (name, t) in &call.headers {
+        let mut text = String::new();
+        if let Rendered::Text(v) = render(t, env, &mut text)? {
+            let value = HeaderValue::from_str(&v).map_err(|_| {
+                CallError::BadInput(format!("header `{name}` has an invalid value"))
+            })?;
+            headers.insert(name.clone(), value);
+        }
+    }
+    let body = match &call.body {
+        Some(shape) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            upstream::full(serde_json::to_vec(&compose::build(shape, env)).unwrap_or_default())
+        }
+        None => upstream::empty(),
+    };
+    builder
+        .body(body)
+        .map_err(|e| CallError::BadInput(format!("cannot build the request: {e}")))
+        .map(Some)
+}
+
+/// Host, listed client headers, trace context and `X-Forwarded-*`.
+pub fn set_common_headers(
+    headers: &mut HeaderMap,
+    up: &UpstreamPlan,
+    client: &HeaderMap,
+    forward: &[http::HeaderName],
+    fwd: &Forwarding,
+) {
+    for name in forward {
+        for v in client.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    for name in ["traceparent", "tracestate"] {
+        if let Some(v) = client.get(name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    if let Ok(host) = HeaderValue::from_str(up.authority.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert("x-forwarded-for", fwd.forwarded_for.clone());
+    headers.insert("x-forwarded-proto", fwd.forwarded_proto.clone());
+    if let Some(h) = &fwd.forwarded_host {
+        headers.insert("x-forwarded-host", h.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(s: &str) -> String {
+        utf8_percent_encode(s, COMPONENT).to_string()
+    }
+
+    #[test]
+    fn component_encoding_cannot_escape() {
+        assert_eq!(encode("../admin"), "..%2Fadmin");
+        assert_eq!(encode("a/b"), "a%2Fb");
+        assert_eq!(encode("%2e%2e"), "%252e%252e");
+        assert_eq!(encode("x?y=z&w"), "x%3Fy%3Dz%26w");
+        assert_eq!(encode("a\r\nb"), "a%0D%0Ab");
+        assert_eq!(encode("Zürich 1"), "Z%C3%BCrich%201");
+    }
+
+    #[test]
+    fn path_rest_keeps_slashes_and_refuses_dot_segments() {
+        let mut out = String::new();
+        write_path_rest("a/b%2Fc/d e", "rest", &mut out).unwrap();
+        assert_eq!(out, "a/b%2Fc/d%20e");
+        for bad in ["a/../b", "%2e%2e/x", "./a", "a/%2E"] {
+            assert!(
+                write_path_rest(bad, "rest", &mut String::new()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

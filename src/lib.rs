@@ -1,0 +1,8 @@
+//! Switchyard: an API aggregation gateway.
+pub mod compose;
+pub mod config;
+pub mod demo;
+pub mod exec;
+pub mod plan;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,219 @@
+//! The `switchyard` command line: run, check, explain, schema, demo.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use switchyard::plan::{self, LoadError, Plan};
+use switchyard::server::{self, Gateway};
+
+/// The bundled demo config, so `demo` works from any directory.
+const SHOP_YAML: &str = include_str!("../examples/shop.yaml");
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "An API aggregation gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the routes of a config file.
+    Run {
+        /// The config file.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file: every error with file:line:column, then warnings.
+    Check {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a route's call graph: what starts at once, what waits, the critical path.
+    Explain {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The route: "GET /customers/{id}/summary" or just its path.
+        route: String,
+    },
+    /// Print the JSON Schema of the config file.
+    Schema,
+    /// Run the demo services and the gateway with examples/shop.yaml.
+    Demo {
+        /// Added latency of every demo service.
+        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+        latency: Duration,
+        /// Uniform jitter added to or taken from the latency.
+        #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+        jitter: Duration,
+        /// Gateway config (default: the bundled examples/shop.yaml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Run only the demo services (e.g. to run the gateway in another process).
+        #[arg(long)]
+        upstreams_only: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "switchyard=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run { config } => {
+            let plan = load(&config)?;
+            runtime()?.block_on(run(plan))
+        }
+        Command::Check { config } => check(&config),
+        Command::Explain { config, route } => {
+            let plan = load(&config)?;
+            let Some(r) = plan.route_named(&route) else {
+                let known: Vec<&str> = plan.routes.iter().map(|r| r.label.as_str()).collect();
+                bail!(
+                    "no route `{route}` in {}; routes: {}",
+                    config.display(),
+                    known.join(", ")
+                );
+            };
+            print!("{}", plan::explain(&plan, r));
+            Ok(())
+        }
+        Command::Schema => {
+            let schema = schemars::schema_for!(switchyard::config::RawConfig);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(())
+        }
+        Command::Demo {
+            latency,
+            jitter,
+            config,
+            upstreams_only,
+        } => runtime()?.block_on(demo(latency, jitter, config, upstreams_only)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Loads a config; errors are printed as the compiler reported them.
+fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
+    match plan::load(path) {
+        Ok((plan, report)) => {
+            eprint!("{report}");
+            Ok(plan)
+        }
+        Err(LoadError::Invalid(report)) => {
+            eprint!("{report}");
+            bail!("{}: {} error(s)", report.file, report.errors.len())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let plan = load(path)?;
+    println!(
+        "{}: ok ({} upstream(s), {} route(s))",
+        path.display(),
+        plan.upstreams.len(),
+        plan.routes.len()
+    );
+    Ok(())
+}
+
+async fn run(plan: Plan) -> anyhow::Result<()> {
+    let listen = plan.server.listen;
+    let running = server::bind(Gateway::new(plan), listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %running.addr(), "switchyard listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn demo(
+    latency: Duration,
+    jitter: Duration,
+    config: Option<PathBuf>,
+    upstreams_only: bool,
+) -> anyhow::Result<()> {
+    let opts = switchyard::demo::DemoOptions {
+        latency,
+        jitter,
+        ..Default::default()
+    };
+    let services = switchyard::demo::start(opts)
+        .await
+        .context("cannot start the demo services (are ports 9101-9104 free?)")?;
+    println!(
+        "demo services: customers http://{}  orders http://{}  shipping http://{}  products http://{}  (latency {}, jitter {})",
+        services.customers,
+        services.orders,
+        services.shipping,
+        services.products,
+        humantime::format_duration(latency),
+        humantime::format_duration(jitter)
+    );
+    if upstreams_only {
+        shutdown_signal().await;
+        services.shutdown().await;
+        return Ok(());
+    }
+    let plan = match &config {
+        Some(path) => load(path)?,
+        None => match plan::compile_str("examples/shop.yaml", SHOP_YAML) {
+            Ok((plan, _)) => plan,
+            Err(e) => bail!("the bundled config does not compile: {e}"),
+        },
+    };
+    let listen = plan.server.listen;
+    let running = server::bind(Gateway::new(plan), listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let base = format!("http://{}", running.addr());
+    println!("gateway: {base}  — try:");
+    println!("  curl -i {base}/customers/42/summary");
+    println!("  curl -i {base}/customers/42/products");
+    println!("  curl -i {base}/orders/1");
+    println!("  curl -i {base}/customers/42");
+    println!("  curl -i {base}/catalog/7");
+    println!("press Ctrl-C to stop");
+    shutdown_signal().await;
+    running.shutdown().await;
+    services.shutdown().await;
+    Ok(())
+}

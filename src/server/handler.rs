@@ -1,0 +1,156 @@
+//! One request's lifecycle: route lookup → identify the client → run the
+//! call graph (or proxy) → compose → headers.
+
+use super::forwarded::forwarding;
+use super::problem::{self, bad_request, call_error_json, call_failed};
+use super::{Gateway, proxy, timing};
+use crate::compose;
+use crate::exec::eval::{Env, RequestView};
+use crate::exec::{self, CallState, Execution};
+use crate::plan::{Aggregate, Lookup, Respond, RouteKind, RoutePlan};
+use crate::upstream::{self, Body};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+use tokio::time::Instant;
+
+/// Serves one request; never fails (every error is a response).
+pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let (route, raw_params) = match gw.plan.lookup(req.method(), &path) {
+        Lookup::Found(route, params) => (route, params),
+        Lookup::NotFound => {
+            return problem::problem(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                format!("no route matches {path}"),
+                Map::new(),
+            );
+        }
+        Lookup::WrongMethod(allowed) => {
+            let mut resp = problem::problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                format!(
+                    "{} is not allowed on {path}; allowed: {}",
+                    req.method(),
+                    allowed.join(", ")
+                ),
+                Map::new(),
+            );
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return resp;
+        }
+    };
+    let fwd = forwarding(
+        req.headers(),
+        peer.ip(),
+        &gw.plan.server.trusted_proxies,
+        "http",
+    );
+    match &route.kind {
+        RouteKind::Proxy(p) => proxy::forward(gw, route, p, &raw_params, req, &fwd).await,
+        RouteKind::Aggregate(agg) => {
+            let mut params = Vec::with_capacity(raw_params.len());
+            for (name, raw) in route.params.iter().zip(&raw_params) {
+                match percent_encoding::percent_decode_str(raw).decode_utf8() {
+                    Ok(p) => params.push(p.into_owned()),
+                    Err(_) => {
+                        return bad_request(format!(
+                            "path parameter `{name}` is not valid UTF-8 once decoded"
+                        ));
+                    }
+                }
+            }
+            let view = RequestView::new(&params, req.uri().query(), req.headers());
+            let run = Execution {
+                plan: &gw.plan,
+                route,
+                agg,
+                upstreams: &gw.upstreams,
+                view: &view,
+                client_headers: req.headers(),
+                forwarding: &fwd,
+            };
+            aggregate(gw, route, agg, &run, started).await
+        }
+    }
+}
+
+async fn aggregate(
+    gw: &Gateway,
+    route: &RoutePlan,
+    agg: &Aggregate,
+    run: &Execution<'_>,
+    started: Instant,
+) -> Response<Body> {
+    let outcome = match exec::run(run).await {
+        Ok(o) => o,
+        Err(failure) => {
+            let call = &agg.calls[failure.call];
+            let upstream = &gw.plan.upstreams[call.upstream].name;
+            tracing::debug!(route = %route.label, call = %call.name, error = %failure.error, "route failed");
+            let mut resp = call_failed(&call.name, upstream, &failure.error);
+            resp.headers_mut().insert(
+                "server-timing",
+                timing::server_timing(agg, &failure.outcome, started.elapsed()),
+            );
+            return resp;
+        }
+    };
+    let mut missing = Vec::new();
+    let mut errors = Vec::new();
+    for (call, state) in agg.calls.iter().zip(&outcome.states) {
+        if let CallState::Failed(e) = state {
+            missing.push(call.name.as_str());
+            errors.push(call_error_json(
+                &call.name,
+                &gw.plan.upstreams[call.upstream].name,
+                e,
+            ));
+        }
+    }
+    let errors = Value::Array(errors);
+    let results = outcome.results();
+    let env = Env {
+        request: run.view,
+        results: &results,
+        item: None,
+        errors: Some(&errors),
+    };
+    let body = match &agg.respond {
+        Respond::Shape(shape) => compose::build(shape, &env),
+        Respond::Merge(ids) => {
+            let merged = compose::merge(
+                ids.iter()
+                    .map(|&i| (agg.calls[i].name.as_str(), results[i].map(|r| &r.body))),
+            );
+            if !merged.conflicts.is_empty() {
+                tracing::debug!(route = %route.label, keys = ?merged.conflicts, "merge conflicts (first listed call kept)");
+            }
+            merged.body
+        }
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut resp = Response::new(upstream::full(bytes));
+    *resp.status_mut() = agg.status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "server-timing",
+        timing::server_timing(agg, &outcome, started.elapsed()),
+    );
+    if !missing.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&missing.join(", "))
+    {
+        h.insert("switchyard-missing", v);
+    }
+    resp
+}

@@ -1,0 +1,127 @@
+//! The listener: accepts connections (HTTP/1.1 and HTTP/2 on one port),
+//! serves each with the gateway's handler, and drains them on shutdown.
+
+mod forwarded;
+mod handler;
+mod problem;
+mod proxy;
+mod timing;
+
+pub use forwarded::is_trusted;
+
+use crate::plan::Plan;
+use crate::upstream::Upstreams;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long a client may take to send its request headers: stops slow-header
+/// (slowloris) clients from holding connections open.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A compiled plan with the connection pools it needs: what serves requests.
+pub struct Gateway {
+    /// The plan.
+    pub plan: Plan,
+    /// One pool per upstream of the plan.
+    pub upstreams: Upstreams,
+}
+
+impl Gateway {
+    /// A gateway for a plan, with fresh connection pools.
+    pub fn new(plan: Plan) -> Arc<Self> {
+        let upstreams = Upstreams::new(&plan);
+        Arc::new(Gateway { plan, upstreams })
+    }
+}
+
+/// A gateway serving on a socket.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, waits for in-flight requests (up to the drain timeout).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (it only stops through `shutdown`).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Serves the gateway on an already bound listener.
+pub fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let gw = gateway.clone();
+            let service = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(handler::handle(&gw, req, peer).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout passed; closing remaining connections");
+        }
+    });
+    Ok(RunningServer { addr, stop, task })
+}
+
+/// Binds `addr` and serves the gateway on it.
+pub async fn bind(gateway: Arc<Gateway>, addr: SocketAddr) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind(addr).await?;
+    serve(gateway, listener)
+}

@@ -1,0 +1,143 @@
+//! Pass-through routes: the request and response stream through; only
+//! hop-by-hop headers are dropped and `X-Forwarded-*` set.
+
+use super::Gateway;
+use super::problem::{bad_request, call_failed, problem};
+use crate::exec::eval::{Env, RequestView};
+use crate::exec::render::{self, Forwarding, Rendered};
+use crate::plan::{HOP_BY_HOP, ProxyPlan, RoutePlan};
+use crate::upstream::{Body, CallError};
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Map;
+
+/// Forwards one request to the proxy route's upstream.
+pub async fn forward(
+    gw: &Gateway,
+    route: &RoutePlan,
+    target: &ProxyPlan,
+    raw_params: &[&str],
+    req: Request<Incoming>,
+    fwd: &Forwarding,
+) -> Response<Body> {
+    let up = &gw.plan.upstreams[target.upstream];
+    let max = gw.plan.server.max_request_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large",
+            format!("the request body is larger than {max} bytes"),
+            Map::new(),
+        );
+    }
+    // The catch-all keeps its raw form (re-encoded per segment); other
+    // parameters are decoded and encoded as one component.
+    let params: Vec<String> = raw_params
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            if i + 1 == raw_params.len() {
+                raw.to_string()
+            } else {
+                percent_encoding::percent_decode_str(raw)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            }
+        })
+        .collect();
+    let view = RequestView::new(&params, None, req.headers());
+    let env = Env {
+        request: &view,
+        results: &[],
+        item: None,
+        errors: None,
+    };
+    let mut uri = format!("http://{}{}", up.authority, up.base_path);
+    let rendered = match render::render(&target.path, &env, &mut uri) {
+        Ok(Rendered::Text(u)) => u,
+        Ok(Rendered::EmptyList) => return bad_request("the proxy path is empty".into()),
+        Err(e) => return bad_request(format!("cannot build the upstream path: {e}")),
+    };
+    let mut uri = rendered;
+    if let Some(q) = req.uri().query() {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    let (parts, body) = req.into_parts();
+    let mut out = Request::builder().method(parts.method).uri(uri);
+    let Some(headers) = out.headers_mut() else {
+        return bad_request("invalid request".into());
+    };
+    copy_end_to_end(&parts.headers, headers);
+    headers.remove(header::HOST);
+    render::set_common_headers(headers, up, &parts.headers, &[], fwd);
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let body: Body = Limited::new(body, limit)
+        .map_err(|e| e as crate::upstream::BoxError)
+        .boxed();
+    let Ok(out) = out.body(body) else {
+        return bad_request("the request cannot be forwarded".into());
+    };
+    let timeout = up.timeout.min(route.timeout);
+    let resp =
+        match tokio::time::timeout(timeout, gw.upstreams.get(target.upstream).send(out)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return call_failed("proxy", &up.name, &e),
+            Err(_) => return call_failed("proxy", &up.name, &CallError::Timeout(timeout)),
+        };
+    let (parts, body) = resp.into_parts();
+    let mut resp = Response::new(
+        body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
+            .boxed(),
+    );
+    *resp.status_mut() = parts.status;
+    copy_end_to_end(&parts.headers, resp.headers_mut());
+    resp
+}
+
+/// Copies headers except hop-by-hop ones and any named in `Connection`.
+fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+    let named: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in from {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || named.iter().any(|x| x == n) {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn drops_hop_by_hop_and_connection_named_headers() {
+        let mut from = HeaderMap::new();
+        from.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret"),
+        );
+        from.insert("x-secret", HeaderValue::from_static("1"));
+        from.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        from.insert("te", HeaderValue::from_static("trailers"));
+        from.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        from.insert("x-kept", HeaderValue::from_static("yes"));
+        let mut to = HeaderMap::new();
+        copy_end_to_end(&from, &mut to);
+        assert_eq!(to.len(), 1);
+        assert_eq!(to["x-kept"], "yes");
+    }
+}

@@ -1,0 +1,38 @@
+//! The `Server-Timing` header: one entry per call and the total, so browser
+//! dev tools show where a request's time went.
+
+use crate::exec::{CallState, Outcome};
+use crate::plan::Aggregate;
+use http::HeaderValue;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// `customer;dur=20.4, shipping;desc="skipped", total;dur=41.9`
+pub fn server_timing(agg: &Aggregate, outcome: &Outcome, total: Duration) -> HeaderValue {
+    let mut s = String::with_capacity(32 * (agg.calls.len() + 1));
+    for (i, call) in agg.calls.iter().enumerate() {
+        let state = outcome.states.get(i);
+        let elapsed = outcome.elapsed.get(i).copied().flatten();
+        match (state, elapsed) {
+            (Some(CallState::Failed(e)), Some(d)) => {
+                let _ = write!(s, "{};dur={:.1};desc=\"{}\", ", call.name, ms(d), e.kind());
+            }
+            (Some(CallState::Failed(e)), None) => {
+                let _ = write!(s, "{};desc=\"{}\", ", call.name, e.kind());
+            }
+            (_, Some(d)) => {
+                let _ = write!(s, "{};dur={:.1}, ", call.name, ms(d));
+            }
+            (Some(CallState::Done(_)), None) => {
+                let _ = write!(s, "{};dur=0;desc=\"not sent: empty list\", ", call.name);
+            }
+            _ => {}
+        }
+    }
+    let _ = write!(s, "total;dur={:.1}", ms(total));
+    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("total"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
