@@ -58,8 +58,18 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match execute(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -115,7 +125,11 @@ fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
         }
         Err(LoadError::Invalid(report)) => {
             eprint!("{report}");
-            bail!("{}: {} error(s)", report.file, report.errors.len())
+            bail!(
+                "{}: {} error(s), not loaded",
+                report.file,
+                report.errors.len()
+            )
         }
         Err(e) => Err(e.into()),
     }

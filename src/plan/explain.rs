@@ -60,15 +60,27 @@ fn explain_aggregate(plan: &Plan, agg: &Aggregate, out: &mut String) {
     for &r in &agg.roots {
         let _ = writeln!(out, "  {}", describe(r));
     }
+    // Group the waiting calls by what they wait for, in config order.
+    let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
     for (i, c) in agg
         .calls
         .iter()
         .enumerate()
         .filter(|(_, c)| !c.deps.is_empty())
     {
-        let waits: Vec<&str> = c.deps.iter().map(|&d| name(d)).collect();
+        let mut deps = c.deps.clone();
+        deps.sort_unstable();
+        match groups.iter_mut().find(|(d, _)| *d == deps) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((deps, vec![i])),
+        }
+    }
+    for (deps, members) in groups {
+        let waits: Vec<&str> = deps.iter().map(|&d| name(d)).collect();
         let _ = writeln!(out, "after {}:", waits.join(" and "));
-        let _ = writeln!(out, "  {}", describe(i));
+        for m in members {
+            let _ = writeln!(out, "  {}", describe(m));
+        }
     }
     let deps: Vec<Vec<usize>> = agg.calls.iter().map(|c| c.deps.clone()).collect();
     let (path, worst) = graph::critical_path(&deps, &|i| agg.calls[i].timeout);

@@ -337,6 +337,11 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
             c.error(pos, format!("path `{path}` cannot be routed: {e}"));
         }
     }
+    let by_position = |a: &Diagnostic, b: &Diagnostic| {
+        (a.pos.line, a.pos.column).cmp(&(b.pos.line, b.pos.column))
+    };
+    c.errors.sort_by(by_position);
+    c.warnings.sort_by(by_position);
     let report = Report {
         file: file.to_string(),
         errors: c.errors,
@@ -756,23 +761,26 @@ impl Compiler {
             .values()
             .map(|c| c.value.for_each.is_some())
             .collect();
-        let mut calls = Vec::new();
-        for (name, raw_call) in &r.calls {
-            let ctx = CallContext {
-                params,
-                names: &names,
-                list_calls: &list_calls,
-                route_forward,
-                upstreams,
-            };
-            if let Some(call) = self.call(name, raw_call, &ctx) {
-                calls.push(call);
-            }
-        }
-        if self.errors.len() > errors_before || calls.len() != names.len() {
-            return None;
-        }
-        let deps: Vec<Vec<CallId>> = calls.iter().map(|c| c.deps.clone()).collect();
+        let compiled: Vec<Option<CallPlan>> = r
+            .calls
+            .iter()
+            .map(|(name, raw_call)| {
+                let ctx = CallContext {
+                    params,
+                    names: &names,
+                    list_calls: &list_calls,
+                    route_forward,
+                    upstreams,
+                };
+                self.call(name, raw_call, &ctx)
+            })
+            .collect();
+        // Cycles are looked for even when some calls have errors, so one
+        // `check` run reports everything it can.
+        let deps: Vec<Vec<CallId>> = compiled
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.deps.clone()).unwrap_or_default())
+            .collect();
         if let Some(cycle) = graph::find_cycle(&deps) {
             let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
             self.error(
@@ -781,6 +789,12 @@ impl Compiler {
             );
             return None;
         }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let Some(mut calls) = compiled.into_iter().collect::<Option<Vec<CallPlan>>>() else {
+            return None;
+        };
         for (i, ds) in graph::dependents(&deps).into_iter().enumerate() {
             calls[i].dependents = ds;
         }
