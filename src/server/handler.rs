@@ -15,9 +15,26 @@ use serde_json::{Map, Value};
 use std::net::SocketAddr;
 use tokio::time::Instant;
 
-/// Serves one request; never fails (every error is a response).
+/// Serves one request; never fails (every error is a response). Every
+/// response carries `Server-Timing`, at least with the total.
 pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    let mut resp = route_request(gw, req, peer, started).await;
+    if !resp.headers().contains_key(SERVER_TIMING) {
+        resp.headers_mut()
+            .insert(SERVER_TIMING, timing::total_only(started.elapsed()));
+    }
+    resp
+}
+
+const SERVER_TIMING: &str = "server-timing";
+
+async fn route_request(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let (route, raw_params) = match gw.plan.lookup(req.method(), &path) {
         Lookup::Found(route, params) => (route, params),
@@ -53,7 +70,13 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> R
         "http",
     );
     match &route.kind {
-        RouteKind::Proxy(p) => proxy::forward(gw, route, p, &raw_params, req, &fwd).await,
+        RouteKind::Proxy(p) => {
+            let mut resp = proxy::forward(gw, route, p, &raw_params, req, &fwd).await;
+            // The upstream's own Server-Timing passes through; ours is added.
+            let ours = timing::proxy(started.elapsed());
+            resp.headers_mut().append(SERVER_TIMING, ours);
+            resp
+        }
         RouteKind::Aggregate(agg) => {
             let mut params = Vec::with_capacity(raw_params.len());
             for (name, raw) in route.params.iter().zip(&raw_params) {
@@ -96,7 +119,7 @@ async fn aggregate(
             tracing::debug!(route = %route.label, call = %call.name, error = %failure.error, "route failed");
             let mut resp = call_failed(&call.name, upstream, &failure.error);
             resp.headers_mut().insert(
-                "server-timing",
+                SERVER_TIMING,
                 timing::server_timing(agg, &failure.outcome, started.elapsed()),
             );
             return resp;

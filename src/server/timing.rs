@@ -33,6 +33,21 @@ pub fn server_timing(agg: &Aggregate, outcome: &Outcome, total: Duration) -> Hea
     HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("total"))
 }
 
+/// For responses without upstream calls (404, 405, bad requests).
+pub fn total_only(total: Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!("total;dur={:.1}", ms(total)))
+        .unwrap_or(HeaderValue::from_static("total"))
+}
+
+/// For proxy routes: time until the upstream's response head arrived.
+pub fn proxy(upstream: Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "upstream;dur={0:.1}, total;dur={0:.1}",
+        ms(upstream)
+    ))
+    .unwrap_or(HeaderValue::from_static("total"))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
