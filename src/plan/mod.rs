@@ -792,9 +792,7 @@ impl Compiler {
         if self.errors.len() > errors_before {
             return None;
         }
-        let Some(mut calls) = compiled.into_iter().collect::<Option<Vec<CallPlan>>>() else {
-            return None;
-        };
+        let mut calls = compiled.into_iter().collect::<Option<Vec<CallPlan>>>()?;
         for (i, ds) in graph::dependents(&deps).into_iter().enumerate() {
             calls[i].dependents = ds;
         }
