@@ -26,6 +26,8 @@ pub struct Forwarding {
     pub forwarded_proto: HeaderValue,
     /// `X-Forwarded-Host`, when the client named a host.
     pub forwarded_host: Option<HeaderValue>,
+    /// Whether the peer is a trusted proxy (its other proxy headers may pass).
+    pub peer_trusted: bool,
 }
 
 /// A rendered template, or the news that a list it joins is empty.
@@ -188,9 +190,10 @@ pub fn set_common_headers(
     }
     headers.insert("x-forwarded-for", fwd.forwarded_for.clone());
     headers.insert("x-forwarded-proto", fwd.forwarded_proto.clone());
-    if let Some(h) = &fwd.forwarded_host {
-        headers.insert("x-forwarded-host", h.clone());
-    }
+    match &fwd.forwarded_host {
+        Some(h) => headers.insert("x-forwarded-host", h.clone()),
+        None => headers.remove("x-forwarded-host"),
+    };
 }
 
 #[cfg(test)]

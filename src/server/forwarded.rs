@@ -36,6 +36,7 @@ pub fn forwarding(
         forwarded_host: prior("x-forwarded-host")
             .or(client.get(header::HOST))
             .cloned(),
+        peer_trusted: trusted,
     }
 }
 

@@ -75,6 +75,13 @@ pub async fn forward(
     };
     copy_end_to_end(&parts.headers, headers);
     headers.remove(header::HOST);
+    if !fwd.peer_trusted {
+        // Other proxy headers are only believed from trusted proxies;
+        // X-Forwarded-For/-Proto/-Host are rewritten below either way.
+        for name in UNTRUSTED_PROXY_HEADERS {
+            headers.remove(*name);
+        }
+    }
     render::set_common_headers(headers, up, &parts.headers, &[], fwd);
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let body: Body = Limited::new(body, limit)
@@ -99,6 +106,14 @@ pub async fn forward(
     copy_end_to_end(&parts.headers, resp.headers_mut());
     resp
 }
+
+/// Proxy headers a client could use to lie about where it is.
+const UNTRUSTED_PROXY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
 
 /// Copies headers except hop-by-hop ones and any named in `Connection`.
 fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
