@@ -131,7 +131,10 @@ fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
                 report.errors.len()
             )
         }
-        Err(e) => Err(e.into()),
+        Err(LoadError::Config(e)) => {
+            eprintln!("{e}");
+            bail!("{}: not loaded", path.display())
+        }
     }
 }
 

@@ -69,7 +69,7 @@ impl JsonSchema for SizeValue {
 
 /// A Switchyard config file.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawConfig {
     /// Listener settings.
     #[serde(default)]
@@ -80,11 +80,15 @@ pub struct RawConfig {
     /// The routes the gateway serves.
     #[serde(default)]
     pub routes: Vec<Sp<RawRoute>>,
+    /// Keys the file has that no struct knows (typos), found while parsing.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub unknown_fields: Vec<super::UnknownField>,
 }
 
 /// Listener settings.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawServer {
     /// Address to listen on (default 127.0.0.1:8080).
     pub listen: Option<Sp<String>>,
@@ -97,7 +101,7 @@ pub struct RawServer {
 
 /// One upstream service.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawUpstream {
     /// Base URL: http://host:port, optionally with a path prefix.
     pub url: Sp<String>,
@@ -113,7 +117,7 @@ pub struct RawUpstream {
 
 /// One route: a method and path, then calls with a response shape or merge, or a proxy.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawRoute {
     /// GET route: the path template.
     pub get: Option<Sp<String>>,
@@ -148,7 +152,7 @@ pub struct RawRoute {
 
 /// One upstream call of a route.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RawCall {
     /// GET "upstream:/path?query" template.
     pub get: Option<Sp<String>>,

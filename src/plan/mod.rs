@@ -300,6 +300,9 @@ pub fn compile_str(file: &str, text: &str) -> Result<(Plan, Report), LoadError> 
 /// Compiles a raw config; on success the report holds only warnings.
 pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError> {
     let mut c = Compiler::default();
+    for u in &raw.unknown_fields {
+        c.error(u.pos, u.message());
+    }
     let server = c.server(raw);
     let upstreams: Vec<UpstreamPlan> = raw
         .upstreams

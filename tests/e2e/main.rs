@@ -1,4 +1,11 @@
 //! End-to-end tests: real sockets, real upstream servers, the gateway on port 0.
 
+mod cli;
 mod common;
+mod demo;
+mod failures;
+mod graph;
+mod merge;
+mod proxy;
+mod security;
 mod smoke;
