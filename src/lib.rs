@@ -1,8 +1,10 @@
 //! Switchyard: an API aggregation gateway.
+pub mod admin;
 pub mod compose;
 pub mod config;
 pub mod demo;
 pub mod exec;
 pub mod plan;
 pub mod server;
+pub mod telemetry;
 pub mod upstream;

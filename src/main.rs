@@ -150,15 +150,26 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn run(plan: Plan) -> anyhow::Result<()> {
-    let listen = plan.server.listen;
-    let running = server::bind(Gateway::new(plan), listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(addr = %running.addr(), "switchyard listening");
+    let (gateway, admin) = start(plan).await?;
+    tracing::info!(addr = %gateway.addr(), admin = %admin.addr(), "switchyard listening");
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
-    running.shutdown().await;
+    gateway.shutdown().await;
+    admin.shutdown().await;
     Ok(())
+}
+
+/// Binds the gateway and admin listeners of a plan.
+async fn start(plan: Plan) -> anyhow::Result<(server::RunningServer, server::RunningServer)> {
+    let (listen, admin_listen) = (plan.server.listen, plan.server.admin_listen);
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+    let admin = switchyard::admin::serve(admin)?;
+    let gateway = server::bind(Gateway::new(plan), listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    Ok((gateway, admin))
 }
 
 async fn shutdown_signal() {
@@ -217,10 +228,7 @@ async fn demo(
             Err(e) => bail!("the bundled config does not compile: {e}"),
         },
     };
-    let listen = plan.server.listen;
-    let running = server::bind(Gateway::new(plan), listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (running, admin) = start(plan).await?;
     let base = format!("http://{}", running.addr());
     println!("gateway: {base}  — try:");
     println!("  curl -i {base}/customers/42/summary");
@@ -228,9 +236,11 @@ async fn demo(
     println!("  curl -i {base}/orders/1");
     println!("  curl -i {base}/customers/42");
     println!("  curl -i {base}/catalog/7");
+    println!("metrics: http://{}/metrics", admin.addr());
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
     running.shutdown().await;
+    admin.shutdown().await;
     services.shutdown().await;
     Ok(())
 }

@@ -92,6 +92,8 @@ pub struct RawConfig {
 pub struct RawServer {
     /// Address to listen on (default 127.0.0.1:8080).
     pub listen: Option<Sp<String>>,
+    /// Address of the admin listener: /metrics, /healthz, /readyz (default 127.0.0.1:9901).
+    pub admin_listen: Option<Sp<String>>,
     /// CIDRs whose X-Forwarded-For header is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<Sp<String>>,

@@ -9,6 +9,7 @@ pub mod render;
 use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
+use crate::telemetry;
 use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
 use eval::{Env, RequestView};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -128,6 +129,14 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
         match tokio::time::timeout_at(deadline, inflight.next()).await {
             Ok(Some((id, result, took))) => {
                 outcome.elapsed[id] = Some(took);
+                let call = &calls[id];
+                let kind = result.as_ref().map_or_else(CallError::kind, |_| "ok");
+                telemetry::upstream_call(
+                    &r.plan.upstreams[call.upstream].name,
+                    &call.name,
+                    kind,
+                    took,
+                );
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
             Ok(None) => return Ok(outcome),

@@ -25,6 +25,8 @@ use template::Template;
 
 /// Default listen address: loopback, so a fresh install exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin address: loopback, metrics are not for the public.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 /// Default per-call upstream timeout: generous, routes should set tighter ones.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default connect timeout: a healthy service on a LAN connects in milliseconds.
@@ -113,6 +115,8 @@ pub type UpstreamId = usize;
 pub struct ServerPlan {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_listen: SocketAddr,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted client request body.
@@ -236,10 +240,10 @@ pub struct ProxyPlan {
 }
 
 /// What a request path resolved to.
-pub enum Lookup<'p> {
+pub enum Lookup<'p, 'q> {
     /// A route, with the raw (still percent-encoded) parameter values in
     /// `RoutePlan::params` order.
-    Found(&'p RoutePlan, Vec<&'p str>),
+    Found(&'p RoutePlan, Vec<&'q str>),
     /// The path matches a route but not with this method; the allowed methods.
     WrongMethod(Vec<String>),
     /// No route has this path.
@@ -248,7 +252,7 @@ pub enum Lookup<'p> {
 
 impl Plan {
     /// Finds the route for a method and path.
-    pub fn lookup<'p>(&'p self, method: &Method, path: &'p str) -> Lookup<'p> {
+    pub fn lookup<'p, 'q>(&'p self, method: &Method, path: &'q str) -> Lookup<'p, 'q> {
         let Ok(matched) = self.router.at(path) else {
             return Lookup::NotFound;
         };
@@ -449,6 +453,22 @@ impl Compiler {
                 }
             },
         };
+        let admin_listen = match &s.admin_listen {
+            None => DEFAULT_ADMIN_LISTEN.parse().ok()?,
+            Some(l) => match l.value.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.error(
+                        l.pos,
+                        format!(
+                            "`admin_listen`: `{}` is not an address like `127.0.0.1:9901`",
+                            l.value
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
         let mut trusted_proxies = Vec::new();
         for p in &s.trusted_proxies {
             let text = p.value.trim();
@@ -472,6 +492,7 @@ impl Compiler {
         );
         Some(ServerPlan {
             listen,
+            admin_listen,
             trusted_proxies,
             max_request_body,
         })

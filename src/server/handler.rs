@@ -8,6 +8,7 @@ use crate::compose;
 use crate::exec::eval::{Env, RequestView};
 use crate::exec::{self, CallState, Execution};
 use crate::plan::{Aggregate, Lookup, Respond, RouteKind, RoutePlan};
+use crate::telemetry;
 use crate::upstream::{self, Body};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -19,32 +20,67 @@ use tokio::time::Instant;
 /// response carries `Server-Timing`, at least with the total.
 pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
-    let mut resp = route_request(gw, req, peer, started).await;
+    let _in_flight = InFlight::enter();
+    let method = method_label(req.method());
+    let (mut resp, route) = route_request(gw, req, peer, started).await;
     if !resp.headers().contains_key(SERVER_TIMING) {
         resp.headers_mut()
             .insert(SERVER_TIMING, timing::total_only(started.elapsed()));
     }
+    telemetry::request_served(route, method, resp.status().as_u16(), started.elapsed());
     resp
+}
+
+/// Counts a request in flight until dropped (also when the client goes away
+/// and the request's future is dropped).
+struct InFlight;
+impl InFlight {
+    fn enter() -> Self {
+        telemetry::in_flight(1.0);
+        InFlight
+    }
+}
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        telemetry::in_flight(-1.0);
+    }
+}
+
+/// Standard methods by name, anything else as `OTHER` (bounded labels).
+fn method_label(m: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 const SERVER_TIMING: &str = "server-timing";
 
+/// Answers a request; also returns the route label for metrics.
 async fn route_request(
     gw: &Gateway,
     req: Request<Incoming>,
     peer: SocketAddr,
     started: Instant,
-) -> Response<Body> {
+) -> (Response<Body>, &str) {
     let path = req.uri().path().to_string();
     let (route, raw_params) = match gw.plan.lookup(req.method(), &path) {
         Lookup::Found(route, params) => (route, params),
         Lookup::NotFound => {
-            return problem::problem(
+            let resp = problem::problem(
                 StatusCode::NOT_FOUND,
                 "Not found",
                 format!("no route matches {path}"),
                 Map::new(),
             );
+            return (resp, telemetry::UNMATCHED_ROUTE);
         }
         Lookup::WrongMethod(allowed) => {
             let mut resp = problem::problem(
@@ -60,9 +96,21 @@ async fn route_request(
             if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
-            return resp;
+            return (resp, telemetry::UNMATCHED_ROUTE);
         }
     };
+    let resp = serve_route(gw, route, raw_params, req, peer, started).await;
+    (resp, &route.label)
+}
+
+async fn serve_route(
+    gw: &Gateway,
+    route: &RoutePlan,
+    raw_params: Vec<&str>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Body> {
     let fwd = forwarding(
         req.headers(),
         peer.ip(),

@@ -10,12 +10,16 @@ mod timing;
 pub use forwarded::is_trusted;
 
 use crate::plan::Plan;
-use crate::upstream::Upstreams;
+use crate::telemetry;
+use crate::upstream::{Body, Upstreams};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +76,20 @@ impl RunningServer {
 
 /// Serves the gateway on an already bound listener.
 pub fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<RunningServer> {
+    telemetry::prometheus();
+    serve_fn(listener, move |req, peer| {
+        let gw = gateway.clone();
+        async move { handler::handle(&gw, req, peer).await }
+    })
+}
+
+/// Accepts connections on `listener` and answers every request with
+/// `handle` (HTTP/1.1 and HTTP/2), until shut down.
+pub fn serve_fn<F, Fut>(listener: TcpListener, handle: F) -> std::io::Result<RunningServer>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -96,10 +114,10 @@ pub fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<Ru
                 _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let gw = gateway.clone();
+            let handle = handle.clone();
             let service = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(handler::handle(&gw, req, peer).await) }
+                let fut = handle(req, peer);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let conn = graceful.watch(conn.into_owned());

@@ -6,6 +6,7 @@ mod demo;
 mod failures;
 mod graph;
 mod merge;
+mod metrics;
 mod proxy;
 mod security;
 mod smoke;
