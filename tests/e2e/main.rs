@@ -10,3 +10,4 @@ mod metrics;
 mod proxy;
 mod security;
 mod smoke;
+mod redis_fixture;
