@@ -338,6 +338,12 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
             routes.push(route);
         }
     }
+    if raw.routes.is_empty() {
+        c.warn(
+            Pos { line: 1, column: 1 },
+            "the config has no routes: every request will get 404",
+        );
+    }
     let mut router = matchit::Router::new();
     for (path, (pos, indices)) in by_path {
         if let Err(e) = router.insert(path.clone(), indices) {
@@ -485,6 +491,13 @@ impl Compiler {
                 ),
             }
         }
+        if admin_listen == listen {
+            let pos = s.admin_listen.as_ref().map_or(Pos::default(), |a| a.pos);
+            self.error(
+                pos,
+                format!("`admin_listen` and `listen` are both {listen}; they need different ports"),
+            );
+        }
         let max_request_body = self.size(
             &s.max_request_body,
             "max_request_body",
@@ -503,7 +516,9 @@ impl Compiler {
         if !is_identifier(name, true) {
             self.error(
                 raw.pos,
-                format!("upstream name `{name}` may only contain letters, digits, `_` and `-`"),
+                format!(
+                    "upstream name `{name}` may only contain ASCII letters, digits, `_` and `-`"
+                ),
             );
         }
         let timeout = self.duration(&u.timeout, "timeout", DEFAULT_UPSTREAM_TIMEOUT);
@@ -769,7 +784,7 @@ impl Compiler {
             if !is_identifier(name, false) || name.starts_with(|c: char| c.is_ascii_digit()) {
                 self.error(
                     call.pos,
-                    format!("call name `{name}` must be lower-case letters, digits and `_`"),
+                    format!("call name `{name}` must be lower-case ASCII letters, digits and `_`, not starting with a digit"),
                 );
             } else if RESERVED_CALL_NAMES.contains(&name.as_str()) {
                 self.error(
