@@ -441,40 +441,32 @@ impl Compiler {
         }
     }
 
+    fn address(
+        &mut self,
+        raw: &Option<Sp<String>>,
+        field: &str,
+        default: &str,
+    ) -> Option<SocketAddr> {
+        let Some(raw) = raw else {
+            return default.parse().ok();
+        };
+        let parsed = raw.value.parse().ok();
+        if parsed.is_none() {
+            self.error(
+                raw.pos,
+                format!(
+                    "`{field}`: `{}` is not an address like `{default}`",
+                    raw.value
+                ),
+            );
+        }
+        parsed
+    }
+
     fn server(&mut self, raw: &RawConfig) -> Option<ServerPlan> {
         let s = &raw.server;
-        let listen = match &s.listen {
-            None => DEFAULT_LISTEN.parse().ok()?,
-            Some(l) => match l.value.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.error(
-                        l.pos,
-                        format!(
-                            "`listen`: `{}` is not an address like `127.0.0.1:8080`",
-                            l.value
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        let admin_listen = match &s.admin_listen {
-            None => DEFAULT_ADMIN_LISTEN.parse().ok()?,
-            Some(l) => match l.value.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.error(
-                        l.pos,
-                        format!(
-                            "`admin_listen`: `{}` is not an address like `127.0.0.1:9901`",
-                            l.value
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
+        let listen = self.address(&s.listen, "listen", DEFAULT_LISTEN)?;
+        let admin_listen = self.address(&s.admin_listen, "admin_listen", DEFAULT_ADMIN_LISTEN)?;
         let mut trusted_proxies = Vec::new();
         for p in &s.trusted_proxies {
             let text = p.value.trim();
