@@ -5,9 +5,11 @@
 //! that is `plan`'s job, which reports all such errors at once.
 
 mod raw;
+mod resilience;
 mod shape;
 
 pub use raw::*;
+pub use resilience::*;
 pub use shape::{RawShape, ShapeNode};
 
 use std::fmt;

@@ -121,6 +121,16 @@ pub struct RawServer {
     pub trusted_proxies: Vec<Sp<String>>,
     /// Largest accepted request body (default 1MiB).
     pub max_request_body: Option<Sp<SizeValue>>,
+    /// Longest a client may take to send its request headers (default 10s).
+    pub header_read_timeout: Option<Sp<String>>,
+    /// Largest request head, request line and headers (default 64KiB).
+    pub max_header_size: Option<Sp<SizeValue>>,
+    /// Most open client connections; more are closed at once (default 10000).
+    pub max_connections: Option<Sp<usize>>,
+    /// Longest time from a request's head to its response's head (default 60s).
+    pub request_timeout: Option<Sp<String>>,
+    /// How long shutdown waits for in-flight requests (default 10s).
+    pub drain_timeout: Option<Sp<String>>,
 }
 
 /// One upstream service.
@@ -137,6 +147,17 @@ pub struct RawUpstream {
     pub max_body: Option<Sp<SizeValue>>,
     /// Idle keep-alive connections kept per host (default 256).
     pub pool_idle_per_host: Option<usize>,
+    /// Retries of failed calls (default: none).
+    pub retry: Option<Sp<super::RawRetry>>,
+    /// Circuit breaker (default: off).
+    pub breaker: Option<Sp<super::RawBreaker>>,
+    /// Most calls in flight to this upstream; more fail at once with 503 (default 1024).
+    pub max_in_flight: Option<Sp<usize>>,
+    /// Idempotent calls: send a second attempt if the first has not answered
+    /// after this long; the first answer wins (default: off).
+    pub hedge_after: Option<Sp<String>>,
+    /// Ask for gzip, br or deflate bodies (default false; encoded bodies are decoded either way).
+    pub compression: Option<Sp<bool>>,
 }
 
 /// One route: a method and path, then calls with a response shape or merge, or a proxy.
@@ -202,6 +223,10 @@ pub struct RawCall {
     pub body: Option<super::RawShape>,
     /// A tighter timeout than the upstream's.
     pub timeout: Option<Sp<String>>,
+    /// Retry settings of this call, over the upstream's.
+    pub retry: Option<Sp<super::RawRetry>>,
+    /// Hedging delay of this call (`off` to turn the upstream's off).
+    pub hedge_after: Option<Sp<String>>,
     /// Run the call once per distinct element of this list expression.
     pub for_each: Option<Sp<String>>,
     /// With for_each: at most this many item calls at once (default 16).

@@ -11,6 +11,7 @@ use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
 use crate::telemetry;
 use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
+use bytes::Bytes;
 use eval::{Env, RequestView};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderMap, Request, StatusCode};
@@ -246,10 +247,9 @@ fn start<'a>(
         let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding)? else {
             return Ok(Started::Answered(empty_list_answer()));
         };
-        let timeout = call.timeout;
         return Ok(Started::Sent(Box::pin(async move {
             let t0 = Instant::now();
-            let result = fetch(client, req, timeout, deadline).await;
+            let result = client.call(req, call, deadline).await;
             finished(id, result, t0, Vec::new())
         })));
     };
@@ -266,7 +266,7 @@ fn start<'a>(
     if items.is_empty() {
         return Ok(Started::Answered(empty_list_answer()));
     }
-    let requests: Vec<Result<Option<Request<_>>, CallError>> = items
+    let requests: Vec<Result<Option<Request<Bytes>>, CallError>> = items
         .iter()
         .map(|item| {
             let env = Env {
@@ -286,16 +286,15 @@ async fn fan_out(
     call: &CallPlan,
     for_each: &ForEach,
     client: &UpstreamClient,
-    requests: Vec<Result<Option<Request<crate::upstream::Body>>, CallError>>,
+    requests: Vec<Result<Option<Request<Bytes>>, CallError>>,
     deadline: Instant,
 ) -> Finished {
     let t0 = Instant::now();
-    let timeout = call.timeout;
     // Futures are lazy: collecting them sends nothing.
     let items: Vec<_> = requests
         .into_iter()
         .enumerate()
-        .map(|(i, req)| fetch_item(i, client, req, timeout, deadline))
+        .map(|(i, req)| fetch_item(i, client, req, call, deadline))
         .collect();
     // `buffer_unordered` refills a slot the moment any item finishes (no
     // head-of-line blocking); the index puts answers back in input order.
@@ -349,28 +348,14 @@ struct Finished {
 async fn fetch_item(
     index: usize,
     client: &UpstreamClient,
-    req: Result<Option<Request<crate::upstream::Body>>, CallError>,
-    timeout: Duration,
+    req: Result<Option<Request<Bytes>>, CallError>,
+    call: &CallPlan,
     deadline: Instant,
 ) -> (usize, Result<Value, CallError>) {
     let answer = match req {
-        Ok(Some(req)) => fetch(client, req, timeout, deadline).await.map(|r| r.body),
+        Ok(Some(req)) => client.call(req, call, deadline).await.map(|r| r.body),
         Ok(None) => Ok(Value::Array(Vec::new())),
         Err(e) => Err(e),
     };
     (index, answer)
-}
-
-/// One request with `min(timeout, time left)`.
-async fn fetch(
-    client: &UpstreamClient,
-    req: Request<crate::upstream::Body>,
-    timeout: Duration,
-    deadline: Instant,
-) -> Result<JsonResponse, CallError> {
-    let budget = timeout.min(deadline.saturating_duration_since(Instant::now()));
-    match tokio::time::timeout(budget, client.fetch_json(req)).await {
-        Ok(result) => result,
-        Err(_) => Err(CallError::Timeout(budget)),
-    }
 }

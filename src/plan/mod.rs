@@ -7,10 +7,12 @@
 mod explain;
 pub mod expr;
 pub mod graph;
+pub mod resilience;
 pub mod shape;
 pub mod template;
 
 pub use explain::explain;
+pub use resilience::{BreakerPolicy, BudgetPolicy, ListenerLimits, RetryPolicy};
 pub use shape::Shape;
 
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
@@ -121,6 +123,8 @@ pub struct ServerPlan {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted client request body.
     pub max_request_body: u64,
+    /// Client-side limits: header timeout and size, connections, time.
+    pub limits: ListenerLimits,
 }
 
 /// One upstream service.
@@ -140,6 +144,18 @@ pub struct UpstreamPlan {
     pub max_body: u64,
     /// Idle keep-alive connections kept.
     pub pool_idle_per_host: usize,
+    /// How its calls are retried (calls may override).
+    pub retry: RetryPolicy,
+    /// How much retrying its calls may add.
+    pub budget: BudgetPolicy,
+    /// Its circuit breaker, if on.
+    pub breaker: Option<BreakerPolicy>,
+    /// Most calls in flight at once.
+    pub max_in_flight: usize,
+    /// Hedging delay of idempotent calls (calls may override).
+    pub hedge_after: Option<Duration>,
+    /// Ask for compressed bodies.
+    pub compression: bool,
 }
 
 /// One route.
@@ -211,6 +227,10 @@ pub struct CallPlan {
     pub timeout: Duration,
     /// A failure yields null instead of failing the route.
     pub optional: bool,
+    /// How the call is retried.
+    pub retry: RetryPolicy,
+    /// Hedging delay; only ever set on idempotent calls.
+    pub hedge_after: Option<Duration>,
     /// Per-item fan-out.
     pub for_each: Option<ForEach>,
     /// Calls this one waits for.
@@ -495,11 +515,13 @@ impl Compiler {
             "max_request_body",
             DEFAULT_MAX_REQUEST_BODY,
         );
+        let limits = self.listener_limits(s);
         Some(ServerPlan {
             listen,
             admin_listen,
             trusted_proxies,
             max_request_body,
+            limits,
         })
     }
 
@@ -520,6 +542,17 @@ impl Compiler {
             DEFAULT_CONNECT_TIMEOUT,
         );
         let max_body = self.size(&u.max_body, "max_body", DEFAULT_MAX_UPSTREAM_BODY);
+        let (retry, budget) = self.upstream_retry(&u.retry);
+        let breaker = self.breaker(&u.breaker);
+        let max_in_flight = match &u.max_in_flight {
+            Some(n) if n.value == 0 => {
+                self.error(n.pos, "`max_in_flight` must be at least 1");
+                1
+            }
+            Some(n) => n.value,
+            None => resilience::DEFAULT_MAX_IN_FLIGHT,
+        };
+        let hedge_after = self.hedge_after(&u.hedge_after, None);
         let uri = match u.url.value.parse::<http::Uri>() {
             Ok(uri) => uri,
             Err(e) => {
@@ -570,6 +603,12 @@ impl Compiler {
             connect_timeout,
             max_body,
             pool_idle_per_host: u.pool_idle_per_host.unwrap_or(DEFAULT_POOL_IDLE_PER_HOST),
+            retry,
+            budget,
+            breaker,
+            max_in_flight,
+            hedge_after,
+            compression: u.compression.as_ref().is_some_and(|c| c.value),
         })
     }
 
@@ -1057,6 +1096,22 @@ impl Compiler {
             None => upstream_timeout,
             Some(_) => self.duration(&c.timeout, "timeout", upstream_timeout),
         };
+        let up_plan = upstream.and_then(|u| upstreams.get(u));
+        let retry = match up_plan {
+            Some(u) => self.call_retry(&c.retry, &u.retry, &method),
+            None => RetryPolicy::default(),
+        };
+        let hedge_after = self.hedge_after(&c.hedge_after, up_plan.and_then(|u| u.hedge_after));
+        if let Some(h) = &c.hedge_after
+            && hedge_after.is_some()
+            && !resilience::is_idempotent(&method)
+        {
+            self.error(
+                h.pos,
+                format!("a {method} call is not idempotent and cannot be hedged"),
+            );
+        }
+        let hedge_after = hedge_after.filter(|_| resilience::is_idempotent(&method));
         let for_each = match (&c.for_each, for_each_list) {
             (Some(_), Some(list)) => Some(ForEach {
                 list,
@@ -1137,6 +1192,8 @@ impl Compiler {
             body,
             timeout,
             optional: c.optional,
+            retry,
+            hedge_after,
             for_each,
             deps,
             dependents: Vec::new(),

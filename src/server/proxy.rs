@@ -83,12 +83,15 @@ pub async fn forward(
         return bad_request("the request cannot be forwarded".into());
     };
     let timeout = up.timeout.min(route.timeout);
-    let resp =
-        match tokio::time::timeout(timeout, gw.upstreams.get(target.upstream).send(out)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return call_failed("proxy", &up.name, &e),
-            Err(_) => return call_failed("proxy", &up.name, &CallError::Timeout(timeout)),
-        };
+    let resp = match gw
+        .upstreams
+        .get(target.upstream)
+        .send_guarded(out, timeout)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => return call_failed("proxy", &up.name, &e),
+    };
     let (parts, body) = resp.into_parts();
     // The response streams through, capped at the upstream's `max_body`: a
     // declared length over it is refused up front, a longer stream is cut.

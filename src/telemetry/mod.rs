@@ -73,3 +73,49 @@ pub fn upstream_call(upstream: &str, call: &str, outcome: &'static str, took: Du
 pub fn in_flight(delta: f64) {
     metrics::gauge!("switchyard_requests_in_flight").increment(delta);
 }
+
+/// A circuit breaker changed state: 0 closed, 1 open, 2 half-open.
+pub fn circuit_state(upstream: &str, state: u8) {
+    metrics::gauge!("switchyard_circuit_state", "upstream" => upstream.to_string())
+        .set(f64::from(state));
+}
+
+/// A call was shed because its upstream's in-flight cap was reached.
+pub fn bulkhead_rejected(upstream: &str) {
+    metrics::counter!("switchyard_bulkhead_rejected_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// A failed attempt is being retried; `kind` is why it failed.
+pub fn retry_attempt(upstream: &str, kind: &'static str) {
+    metrics::counter!(
+        "switchyard_retry_attempts_total",
+        "upstream" => upstream.to_string(),
+        "kind" => kind
+    )
+    .increment(1);
+}
+
+/// A retry (or hedge) was not sent because the upstream's retry budget is spent.
+pub fn retry_budget_exhausted(upstream: &str) {
+    metrics::counter!("switchyard_retry_budget_exhausted_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// A slow idempotent call got a second, hedged attempt.
+pub fn retry_hedged(upstream: &str) {
+    metrics::counter!("switchyard_retry_hedges_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// An upstream body passed `max_body` (on the wire or once decoded).
+pub fn upstream_body_too_large(upstream: &str) {
+    metrics::counter!("switchyard_upstream_body_too_large_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// A config reload was tried; `ok` says whether the new config is serving.
+pub fn config_reloaded(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!("switchyard_config_reloads_total", "result" => result).increment(1);
+}
