@@ -110,7 +110,7 @@ impl std::error::Error for TooLarge {}
 
 enum Decoder {
     Identity(Vec<u8>),
-    Gzip(flate2::write::GzDecoder<Capped>),
+    Gzip(flate2::write::MultiGzDecoder<Capped>),
     /// `deflate` is zlib-wrapped (RFC 9110 §8.4.1.2); some servers send raw
     /// deflate, which is detected from the first byte.
     Deflate {
@@ -129,7 +129,7 @@ impl Decoder {
         };
         match codings.first() {
             None => Decoder::Identity(Vec::new()),
-            Some(Coding::Gzip) => Decoder::Gzip(flate2::write::GzDecoder::new(sink())),
+            Some(Coding::Gzip) => Decoder::Gzip(flate2::write::MultiGzDecoder::new(sink())),
             Some(Coding::Deflate) => Decoder::Deflate {
                 pending: Some(sink()),
                 zlib: None,

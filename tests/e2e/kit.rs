@@ -217,3 +217,168 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `switchyard run` binary serving a config file (for signals,
+/// reloads, per-process memory and gauges). Killed when dropped.
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl GatewayProcess {
+    /// Writes `yaml` (after a `server:` block choosing free ports and
+    /// holding `server_extra` lines) to a fresh directory and runs it.
+    pub async fn start(server_extra: &str, yaml: &str) -> GatewayProcess {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (port, admin_port) = (free_port(), free_port());
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let config = dir.join("switchyard.yaml");
+        std::fs::write(&config, Self::text(addr, admin, server_extra, yaml)).unwrap();
+        let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "switchyard=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let gw = GatewayProcess {
+            addr,
+            admin,
+            dir,
+            config,
+            child: Some(child),
+        };
+        let up = eventually(Duration::from_secs(15), || {
+            std::net::TcpStream::connect(addr).is_ok()
+                && std::net::TcpStream::connect(admin).is_ok()
+        })
+        .await;
+        assert!(up, "the gateway did not start:\n{}", gw.log());
+        gw
+    }
+
+    /// The config text for these addresses.
+    pub fn text(addr: SocketAddr, admin: SocketAddr, server_extra: &str, yaml: &str) -> String {
+        format!("server:\n  listen: \"{addr}\"\n  admin_listen: \"{admin}\"\n{server_extra}{yaml}")
+    }
+
+    /// Replaces the config file's content (through a rename, as editors and
+    /// Kubernetes ConfigMaps do).
+    pub fn rewrite(&self, server_extra: &str, yaml: &str) {
+        let tmp = self.dir.join("switchyard.yaml.tmp");
+        std::fs::write(&tmp, Self::text(self.addr, self.admin, server_extra, yaml)).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// `http://ADDR` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits up to `within` for the process to exit; its exit success.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<bool> {
+        let end = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < end {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(status.success());
+            }
+            tokio::time::sleep(ms(20)).await;
+        }
+        None
+    }
+
+    /// The process's resident set size in bytes.
+    pub fn rss(&self) -> u64 {
+        let statm =
+            std::fs::read_to_string(format!("/proc/{}/statm", self.pid())).unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// The process's open TCP connections as counted by its file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        crate::common::send(
+            http::Method::GET,
+            &format!("http://{}/metrics", self.admin),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await
+        .text()
+    }
+
+    /// One sample of its metrics (0 when absent).
+    pub async fn metric(&self, name: &str, parts: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| {
+                l.split(['{', ' ']).next() == Some(name) && parts.iter().all(|p| l.contains(p))
+            })
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod demo;
 mod failures;
+mod faults;
 mod graph;
 mod hardening;
 mod kit;
