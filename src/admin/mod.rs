@@ -47,3 +47,21 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     );
     resp
 }
+
+/// `serve`, plus `POST /reload` (reload the config now) and `GET /reload`
+/// (how the last reload went).
+pub fn serve_with_reload(
+    listener: tokio::net::TcpListener,
+    reloader: std::sync::Arc<crate::server::reload::Reloader>,
+) -> std::io::Result<RunningServer> {
+    telemetry::prometheus();
+    crate::server::serve_fn(listener, move |req, _peer| {
+        let reloader = reloader.clone();
+        async move {
+            match crate::server::reload::admin_endpoint(&reloader, &req).await {
+                Some(resp) => resp,
+                None => handle(req),
+            }
+        }
+    })
+}

@@ -1,18 +1,28 @@
 //! The listener: accepts connections (HTTP/1.1 and HTTP/2 on one port),
 //! serves each with the gateway's handler, and drains them on shutdown.
+//!
+//! Client-side limits (`server.limits`) are applied here: a header-read
+//! timeout, a cap on the request head, a connection cap (connections over
+//! it are closed at once), and a time limit from request head to response
+//! head. The gateway being served sits behind an `ArcSwap` so that a reload
+//! (`reload.rs`) replaces it atomically: each request takes the gateway
+//! current when it arrives and keeps it to the end.
 
 mod forwarded;
+mod framing;
 mod handler;
 mod problem;
 mod proxy;
+pub mod reload;
 mod timing;
 
 pub use forwarded::is_trusted;
 
-use crate::plan::Plan;
+use crate::plan::{ListenerLimits, Plan};
 use crate::telemetry;
 use crate::upstream::{Body, Upstreams};
-use http::{Request, Response};
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,9 +39,12 @@ use tokio::task::JoinHandle;
 
 /// How long a client may take to send its request headers: stops slow-header
 /// (slowloris) clients from holding connections open.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_HEADER_READ_TIMEOUT;
 /// How long shutdown waits for in-flight requests.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DRAIN_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_DRAIN_TIMEOUT;
+
+/// The gateway being served, replaceable as a whole by a reload.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
 
 /// A compiled plan with the connection pools it needs: what serves requests.
 pub struct Gateway {
@@ -76,16 +89,53 @@ impl RunningServer {
 
 /// Serves the gateway on an already bound listener.
 pub fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<RunningServer> {
+    serve_shared(Arc::new(ArcSwap::new(gateway)), listener)
+}
+
+/// Serves whichever gateway `shared` holds when each request arrives; the
+/// listener limits are those of the gateway served first.
+pub fn serve_shared(
+    shared: SharedGateway,
+    listener: TcpListener,
+) -> std::io::Result<RunningServer> {
     telemetry::prometheus();
-    serve_fn(listener, move |req, peer| {
-        let gw = gateway.clone();
-        async move { handler::handle(&gw, req, peer).await }
+    let limits = shared.load().plan.server.limits.clone();
+    let request_timeout = limits.request_timeout;
+    serve_fn_with(listener, limits, move |req, peer| {
+        let gw = shared.load_full();
+        async move {
+            match tokio::time::timeout(request_timeout, handler::handle(&gw, req, peer)).await {
+                Ok(resp) => resp,
+                Err(_) => problem::problem(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Request timed out",
+                    format!(
+                        "no response within the request time limit of {}",
+                        humantime::format_duration(request_timeout)
+                    ),
+                    serde_json::Map::new(),
+                ),
+            }
+        }
     })
 }
 
 /// Accepts connections on `listener` and answers every request with
-/// `handle` (HTTP/1.1 and HTTP/2), until shut down.
+/// `handle` (HTTP/1.1 and HTTP/2), with default limits, until shut down.
 pub fn serve_fn<F, Fut>(listener: TcpListener, handle: F) -> std::io::Result<RunningServer>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_fn_with(listener, ListenerLimits::default(), handle)
+}
+
+/// `serve_fn` with the given client-side limits.
+pub fn serve_fn_with<F, Fut>(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    handle: F,
+) -> std::io::Result<RunningServer>
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -97,8 +147,18 @@ where
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_size)
             .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            limits
+                .max_connections
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let graceful = GracefulShutdown::new();
         loop {
             let (stream, peer) = tokio::select! {
@@ -113,11 +173,24 @@ where
                 },
                 _ = stopped.changed() => break,
             };
+            // Over the connection cap: close at once rather than queue.
+            let Ok(slot) = connections.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "connection cap reached; closing");
+                telemetry::connection_refused();
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let handle = handle.clone();
+            let suspicious = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stream = framing::Guarded::new(stream, suspicious.clone());
             let service = service_fn(move |req| {
-                let fut = handle(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
+                use futures_util::future::{Either, ready};
+                let answer = match framing::refuse_ambiguous(&req, &suspicious) {
+                    Some(refused) => Either::Left(ready(refused)),
+                    None => Either::Right(handle(req, peer)),
+                };
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let conn = graceful.watch(conn.into_owned());
@@ -125,10 +198,11 @@ where
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
+                drop(slot);
             });
         }
         drop(listener);
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
             .await
             .is_err()
         {

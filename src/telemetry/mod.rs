@@ -119,3 +119,8 @@ pub fn config_reloaded(ok: bool) {
     let result = if ok { "ok" } else { "error" };
     metrics::counter!("switchyard_config_reloads_total", "result" => result).increment(1);
 }
+
+/// A client connection was closed at once because `max_connections` was reached.
+pub fn connection_refused() {
+    metrics::counter!("switchyard_connections_refused_total").increment(1);
+}

@@ -1,5 +1,6 @@
 //! End-to-end tests: real sockets, real upstream servers, the gateway on port 0.
 
+mod attacks;
 mod cli;
 mod common;
 mod demo;
@@ -8,6 +9,7 @@ mod faults;
 mod graph;
 mod hardening;
 mod kit;
+mod lifecycle;
 mod merge;
 mod metrics;
 mod proxy;
