@@ -97,6 +97,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One crypto provider for the process, before any TLS config exists.
+    plan::install_default_provider();
     match cli.command {
         Command::Run { config, no_watch } => {
             let plan = load(&config)?;

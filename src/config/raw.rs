@@ -131,6 +131,10 @@ pub struct RawServer {
     pub request_timeout: Option<Sp<String>>,
     /// How long shutdown waits for in-flight requests (default 10s).
     pub drain_timeout: Option<Sp<String>>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 through ALPN) with this certificate.
+    pub tls: Option<Sp<super::RawServerTls>>,
+    /// Accept HTTP/2 without TLS (prior knowledge) on a plain listener (default true).
+    pub h2c: Option<Sp<bool>>,
 }
 
 /// One upstream service.
@@ -158,6 +162,10 @@ pub struct RawUpstream {
     pub hedge_after: Option<Sp<String>>,
     /// Ask for gzip, br or deflate bodies (default false; encoded bodies are decoded either way).
     pub compression: Option<Sp<bool>>,
+    /// https upstreams: trust this CA bundle (PEM) instead of the system's roots.
+    pub ca: Option<Sp<String>>,
+    /// Speak HTTP/2: negotiated through ALPN over https, prior knowledge over http (default false).
+    pub http2: Option<Sp<bool>>,
 }
 
 /// One route: a method and path, then calls with a response shape or merge, or a proxy.

@@ -89,3 +89,14 @@ pub struct RawBreaker {
     /// How long the breaker stays open before one probe call is let through (default 5s).
     pub open_for: Option<Sp<String>>,
 }
+
+/// TLS for the listener: a certificate chain and its private key, PEM files
+/// (paths relative to the config file).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawServerTls {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: Sp<String>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Sp<String>,
+}

@@ -151,7 +151,7 @@ pub fn request(
     fwd: &Forwarding,
 ) -> Result<Option<Request<Bytes>>, CallError> {
     let mut url = String::with_capacity(64);
-    url.push_str("http://");
+    url.push_str(up.scheme_prefix());
     url.push_str(up.authority.as_str());
     url.push_str(&up.base_path);
     let url = match render(&call.url, env, &mut url)? {

@@ -10,10 +10,12 @@ pub mod graph;
 pub mod resilience;
 pub mod shape;
 pub mod template;
+mod tls;
 
 pub use explain::explain;
 pub use resilience::{BreakerPolicy, BudgetPolicy, ListenerLimits, RetryPolicy};
 pub use shape::Shape;
+pub use tls::{install_default_provider, provider as tls_provider};
 
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
 use expr::{CallId, Expr, Root, Scope};
@@ -125,6 +127,10 @@ pub struct ServerPlan {
     pub max_request_body: u64,
     /// Client-side limits: header timeout and size, connections, time.
     pub limits: ListenerLimits,
+    /// TLS for the listener, when it serves HTTPS.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Accept HTTP/2 prior knowledge on a plain listener.
+    pub h2c: bool,
 }
 
 /// One upstream service.
@@ -156,6 +162,21 @@ pub struct UpstreamPlan {
     pub hedge_after: Option<Duration>,
     /// Ask for compressed bodies.
     pub compression: bool,
+    /// For https upstreams: the TLS config (roots, ALPN).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Speak HTTP/2 (ALPN over TLS, prior knowledge over http).
+    pub http2: bool,
+}
+
+impl UpstreamPlan {
+    /// `http://` or `https://`, for building request URLs.
+    pub fn scheme_prefix(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        }
+    }
 }
 
 /// One route.
@@ -323,7 +344,14 @@ pub fn compile_str(file: &str, text: &str) -> Result<(Plan, Report), LoadError> 
 
 /// Compiles a raw config; on success the report holds only warnings.
 pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError> {
-    let mut c = Compiler::default();
+    let mut c = Compiler {
+        // Files the config names (TLS) are relative to the config file.
+        base_dir: std::path::Path::new(file)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+        ..Compiler::default()
+    };
     for u in &raw.unknown_fields {
         c.error(u.pos, u.message());
     }
@@ -403,6 +431,7 @@ struct Compiler {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     upstream_names: Vec<String>,
+    base_dir: std::path::PathBuf,
 }
 
 /// Names a call cannot have: they are expression roots.
@@ -516,12 +545,16 @@ impl Compiler {
             DEFAULT_MAX_REQUEST_BODY,
         );
         let limits = self.listener_limits(s);
+        let base = self.base_dir.clone();
+        let tls = self.server_tls(&s.tls, &base);
         Some(ServerPlan {
             listen,
             admin_listen,
             trusted_proxies,
             max_request_body,
             limits,
+            tls,
+            h2c: s.h2c.as_ref().is_none_or(|h| h.value),
         })
     }
 
@@ -563,28 +596,30 @@ impl Compiler {
                 return None;
             }
         };
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                self.error(
-                    u.url.pos,
-                    format!(
-                        "upstream `{name}`: https upstreams are not supported yet; use http://"
-                    ),
-                );
-                return None;
+        let http2 = u.http2.as_ref().is_some_and(|h| h.value);
+        let base = self.base_dir.clone();
+        let tls = match uri.scheme_str() {
+            Some("http") => {
+                if let Some(ca) = &u.ca {
+                    self.error(
+                        ca.pos,
+                        format!("upstream `{name}`: `ca` is for https:// upstreams"),
+                    );
+                }
+                None
             }
+            Some("https") => Some(self.upstream_tls(name, &u.ca, u.url.pos, &base)?),
             _ => {
                 self.error(
                     u.url.pos,
                     format!(
-                        "upstream `{name}`: the URL must start with `http://`, not `{}`",
+                        "upstream `{name}`: the URL must start with `http://` or `https://`, not `{}`",
                         u.url.value
                     ),
                 );
                 return None;
             }
-        }
+        };
         let Some(authority) = uri.authority().cloned() else {
             self.error(u.url.pos, format!("upstream `{name}`: the URL has no host"));
             return None;
@@ -609,6 +644,8 @@ impl Compiler {
             max_in_flight,
             hedge_after,
             compression: u.compression.as_ref().is_some_and(|c| c.value),
+            tls,
+            http2,
         })
     }
 

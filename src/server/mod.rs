@@ -15,6 +15,7 @@ mod problem;
 mod proxy;
 pub mod reload;
 mod timing;
+pub mod tls;
 
 pub use forwarded::is_trusted;
 
@@ -99,9 +100,10 @@ pub fn serve_shared(
     listener: TcpListener,
 ) -> std::io::Result<RunningServer> {
     telemetry::prometheus();
-    let limits = shared.load().plan.server.limits.clone();
-    let request_timeout = limits.request_timeout;
-    serve_fn_with(listener, limits, move |req, peer| {
+    let server = shared.load().plan.server.clone();
+    let request_timeout = server.limits.request_timeout;
+    let transport = tls::Transport::new(server.tls.clone(), server.h2c);
+    serve_fn_with(listener, server.limits, transport, move |req, peer| {
         let gw = shared.load_full();
         async move {
             match tokio::time::timeout(request_timeout, handler::handle(&gw, req, peer)).await {
@@ -127,13 +129,19 @@ where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_fn_with(listener, ListenerLimits::default(), handle)
+    serve_fn_with(
+        listener,
+        ListenerLimits::default(),
+        tls::Transport::plain(),
+        handle,
+    )
 }
 
 /// `serve_fn` with the given client-side limits.
 pub fn serve_fn_with<F, Fut>(
     listener: TcpListener,
     limits: ListenerLimits,
+    transport: tls::Transport,
     handle: F,
 ) -> std::io::Result<RunningServer>
 where
@@ -154,6 +162,14 @@ where
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        // Plain connections without h2c speak HTTP/1.1 only; over TLS,
+        // ALPN has chosen the protocol and the preface confirms it.
+        let http1_only = !transport.h2c && transport.tls.is_none();
+        let builder = if http1_only {
+            builder.http1_only()
+        } else {
+            builder
+        };
         let connections = Arc::new(tokio::sync::Semaphore::new(
             limits
                 .max_connections
@@ -182,20 +198,37 @@ where
             };
             let _ = stream.set_nodelay(true);
             let handle = handle.clone();
-            let suspicious = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let stream = framing::Guarded::new(stream, suspicious.clone());
-            let service = service_fn(move |req| {
-                use futures_util::future::{Either, ready};
-                let answer = match framing::refuse_ambiguous(&req, &suspicious) {
-                    Some(refused) => Either::Left(ready(refused)),
-                    None => Either::Right(handle(req, peer)),
-                };
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn.into_owned());
+            let (transport, builder) = (transport.clone(), builder.clone());
+            let watcher = graceful.watcher();
+            let handshake_timeout = limits.header_read_timeout;
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                // The handshake runs here, not in the accept loop, so a
+                // slow TLS client holds only its own task.
+                let Some(io) = transport.open(stream, handshake_timeout).await else {
+                    return;
+                };
+                // The framing guard reads the plaintext side.
+                let suspicious = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let io = framing::Guarded::new(io, suspicious.clone());
+                let service = service_fn(move |req| {
+                    use futures_util::future::{Either, ready};
+                    let answer = match framing::refuse_ambiguous(&req, &suspicious) {
+                        Some(refused) => Either::Left(ready(refused)),
+                        None => Either::Right(handle(req, peer)),
+                    };
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                // `serve_connection` honours `http1_only`; the upgradeable
+                // variant (which always sniffs for h2) is kept otherwise.
+                let io = TokioIo::new(io);
+                let ended = if http1_only {
+                    watcher.watch(builder.serve_connection(io, service)).await
+                } else {
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(io, service))
+                        .await
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
                 drop(slot);

@@ -49,7 +49,7 @@ pub async fn forward(
         item: None,
         errors: None,
     };
-    let mut uri = format!("http://{}{}", up.authority, up.base_path);
+    let mut uri = format!("{}{}{}", up.scheme_prefix(), up.authority, up.base_path);
     let rendered = match render::render(&target.path, &env, &mut uri) {
         Ok(Rendered::Text(u)) => u,
         Ok(Rendered::EmptyList) => return bad_request("the proxy path is empty".into()),

@@ -13,7 +13,8 @@
 //! new file and rename it; Kubernetes ConfigMaps swap a symlink in the
 //! parent directory) and needs no platform-specific notification API.
 //!
-//! Listener settings (`listen`, `admin_listen`, the client limits) belong to
+//! Listener settings (`listen`, `admin_listen`, the client limits, `tls`
+//! including its certificate, `h2c`) belong to
 //! sockets that are already open: a reload that changes them applies the
 //! rest and logs that those take a restart.
 
@@ -173,6 +174,9 @@ fn restart_needed(old: &plan::ServerPlan, new: &plan::ServerPlan) -> Option<Stri
     }
     if old.limits != new.limits {
         changed.push("the listener limits");
+    }
+    if old.h2c != new.h2c || old.tls.is_some() != new.tls.is_some() {
+        changed.push("`tls`/`h2c`");
     }
     (!changed.is_empty()).then(|| changed.join(", "))
 }

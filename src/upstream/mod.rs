@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -166,7 +167,7 @@ pub struct UpstreamClient {
     /// Response body cap in bytes.
     pub max_body: u64,
     name: String,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     budget: retry::RetryBudget,
     breaker: Option<breaker::Breaker>,
     bulkhead: bulkhead::Bulkhead,
@@ -175,14 +176,37 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     fn new(plan: &UpstreamPlan) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(plan.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(plan.connect_timeout));
+        // The TLS layer below decides the scheme: `https_only` for https
+        // upstreams, plain `http` only for the others.
+        tcp.enforce_http(false);
+        let tls = plan
+            .tls
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(plain_tls_config);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let builder = if plan.tls.is_some() {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        };
+        let connector = if plan.http2 {
+            builder.enable_http1().enable_http2().wrap_connector(tcp)
+        } else {
+            builder.enable_http1().wrap_connector(tcp)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(plan.pool_idle_per_host)
-            .build(connector);
+            .pool_max_idle_per_host(plan.pool_idle_per_host);
+        if plan.http2 && plan.tls.is_none() {
+            // Cleartext HTTP/2 has no ALPN: prior knowledge.
+            client.http2_only(true);
+        }
+        let client = client.build(connector);
         UpstreamClient {
             max_body: plan.max_body,
             name: plan.name.clone(),
@@ -288,6 +312,22 @@ impl UpstreamClient {
             body,
         })
     }
+}
+
+/// The TLS config of an http:// upstream's connector, which never makes a
+/// TLS connection: no roots.
+fn plain_tls_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(crate::plan::tls_provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
 }
 
 /// `application/json`, `application/problem+json`, `text/json`, any `+json`.

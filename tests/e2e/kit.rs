@@ -241,6 +241,15 @@ impl GatewayProcess {
     /// Writes `yaml` (after a `server:` block choosing free ports and
     /// holding `server_extra` lines) to a fresh directory and runs it.
     pub async fn start(server_extra: &str, yaml: &str) -> GatewayProcess {
+        Self::start_with_env(server_extra, yaml, &[]).await
+    }
+
+    /// `start` with extra environment variables for the process.
+    pub async fn start_with_env(
+        server_extra: &str,
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> GatewayProcess {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "switchyard-e2e-{}-{}",
@@ -258,6 +267,7 @@ impl GatewayProcess {
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "switchyard=info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

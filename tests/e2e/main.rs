@@ -17,3 +17,4 @@ mod redis_fixture;
 mod resilience;
 mod security;
 mod smoke;
+mod tls;
