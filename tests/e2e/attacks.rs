@@ -324,3 +324,50 @@ async fn r14_client_disconnect_cancels_the_upstream_call() {
     assert!(t.elapsed() < ms(950), "closed only after {:?}", t.elapsed());
     assert!(in_flight_returns_to_zero(&gw).await);
 }
+
+// `request_timeout` bounds the time to the response head whatever the route
+// allows: 504 problem+json when it passes.
+#[tokio::test]
+async fn request_timeout_caps_the_time_to_the_response_head() {
+    let up = TestUpstream::fixed(Reply::json(json!({})).after(ms(3000))).await;
+    let gw = TestGateway::start(&format!(
+        "server:\n  request_timeout: 300ms\n{}",
+        simple(&up.url())
+    ))
+    .await;
+    let t = Instant::now();
+    let r = gw.get("/x").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.header("content-type"), "application/problem+json");
+    assert!(
+        t.elapsed() >= ms(290) && t.elapsed() < ms(1500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+// Hop-by-hop tricks: naming end-to-end headers in `Connection` cannot make
+// the proxy drop the headers it sets itself (X-Forwarded-For, Host).
+#[tokio::test]
+async fn connection_header_cannot_strip_gateway_headers() {
+    let up = TestUpstream::fixed(Reply::json(json!({}))).await;
+    let gw = TestGateway::start(&proxy_and_post(&up)).await;
+    let r = gw
+        .get_with(
+            "/p/x",
+            &[
+                ("connection", "x-forwarded-for, x-forwarded-proto, host"),
+                ("x-forwarded-for", "6.6.6.6"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.seen()[0].headers;
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["host"], up.addr.to_string().as_str());
+    assert!(
+        seen.get("connection")
+            .is_none_or(|c| c != "x-forwarded-for, x-forwarded-proto, host")
+    );
+}
