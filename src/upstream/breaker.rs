@@ -12,7 +12,7 @@ use super::CallError;
 use super::window::Window;
 use crate::plan::BreakerPolicy;
 use crate::telemetry;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio::time::Instant;
 
 /// The breaker's state, as the `switchyard_circuit_state` gauge shows it.
@@ -31,7 +31,7 @@ pub enum State {
 pub struct Breaker {
     upstream: String,
     policy: BreakerPolicy,
-    inner: Arc<Mutex<Inner>>,
+    inner: Mutex<Inner>,
 }
 
 #[derive(Debug)]
@@ -43,8 +43,8 @@ struct Inner {
 
 /// Leave to make one call; say how it went with `record`.
 #[must_use]
-pub struct Permit {
-    breaker: Option<(Arc<Mutex<Inner>>, BreakerPolicy, String)>,
+pub struct Permit<'a> {
+    breaker: Option<&'a Breaker>,
     probe: bool,
 }
 
@@ -54,10 +54,10 @@ impl Breaker {
         telemetry::circuit_state(upstream, 0);
         Breaker {
             upstream: upstream.to_string(),
-            inner: Arc::new(Mutex::new(Inner {
+            inner: Mutex::new(Inner {
                 state: State::Closed,
                 window: Window::new(policy.window),
-            })),
+            }),
             policy,
         }
     }
@@ -68,7 +68,7 @@ impl Breaker {
     }
 
     /// Leave to call, or `CircuitOpen` while open (or while a probe is out).
-    pub fn acquire(&self) -> Result<Permit, CallError> {
+    pub fn acquire(&self) -> Result<Permit<'_>, CallError> {
         let mut inner = self.inner.lock().map_err(|_| CallError::CircuitOpen)?;
         let probe = match inner.state {
             State::Closed => false,
@@ -81,11 +81,7 @@ impl Breaker {
             State::Open(_) | State::HalfOpen => return Err(CallError::CircuitOpen),
         };
         Ok(Permit {
-            breaker: Some((
-                self.inner.clone(),
-                self.policy.clone(),
-                self.upstream.clone(),
-            )),
+            breaker: Some(self),
             probe,
         })
     }
@@ -100,7 +96,7 @@ pub fn is_failure(e: &CallError) -> bool {
     ) || matches!(e, CallError::Status(s) if s.is_server_error())
 }
 
-impl Permit {
+impl Permit<'_> {
     /// A permit that records nothing (upstreams without a breaker).
     pub fn unlimited() -> Self {
         Permit {
@@ -115,20 +111,23 @@ impl Permit {
     }
 
     fn settle(&mut self, failed: bool) {
-        let Some((inner, policy, upstream)) = self.breaker.take() else {
+        let Some(breaker) = self.breaker.take() else {
             return;
         };
-        let Ok(mut inner) = inner.lock() else { return };
+        let (policy, upstream) = (&breaker.policy, &breaker.upstream);
+        let Ok(mut inner) = breaker.inner.lock() else {
+            return;
+        };
         let now = Instant::now();
         if self.probe {
             if failed {
                 inner.state = State::Open(now + policy.open_for);
-                telemetry::circuit_state(&upstream, 1);
+                telemetry::circuit_state(upstream, 1);
                 tracing::warn!(%upstream, "circuit probe failed: open again");
             } else {
                 inner.state = State::Closed;
                 inner.window.clear();
-                telemetry::circuit_state(&upstream, 0);
+                telemetry::circuit_state(upstream, 0);
                 tracing::info!(%upstream, "circuit closed");
             }
             return;
@@ -144,13 +143,13 @@ impl Permit {
         {
             inner.state = State::Open(now + policy.open_for);
             inner.window.clear();
-            telemetry::circuit_state(&upstream, 1);
+            telemetry::circuit_state(upstream, 1);
             tracing::warn!(%upstream, calls, failures, "circuit open");
         }
     }
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     /// A probe abandoned unfinished (its route's deadline passed, its client
     /// left) counts as failed: the breaker must never stay half-open.
     fn drop(&mut self) {

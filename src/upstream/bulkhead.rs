@@ -5,14 +5,13 @@
 
 use super::CallError;
 use crate::telemetry;
-use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// One upstream's in-flight cap.
 #[derive(Debug)]
 pub struct Bulkhead {
     upstream: String,
-    slots: Arc<Semaphore>,
+    slots: Semaphore,
 }
 
 impl Bulkhead {
@@ -20,13 +19,13 @@ impl Bulkhead {
     pub fn new(upstream: &str, max_in_flight: usize) -> Self {
         Bulkhead {
             upstream: upstream.to_string(),
-            slots: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
+            slots: Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS)),
         }
     }
 
     /// A slot, held until dropped, or `Overloaded` when all are taken.
-    pub fn try_enter(&self) -> Result<OwnedSemaphorePermit, CallError> {
-        self.slots.clone().try_acquire_owned().map_err(|_| {
+    pub fn try_enter(&self) -> Result<SemaphorePermit<'_>, CallError> {
+        self.slots.try_acquire().map_err(|_| {
             telemetry::bulkhead_rejected(&self.upstream);
             CallError::Overloaded
         })

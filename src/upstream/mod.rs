@@ -221,7 +221,7 @@ impl UpstreamClient {
         }
     }
 
-    fn breaker_permit(&self) -> Result<breaker::Permit, CallError> {
+    fn breaker_permit(&self) -> Result<breaker::Permit<'_>, CallError> {
         match &self.breaker {
             Some(b) => b.acquire(),
             None => Ok(breaker::Permit::unlimited()),
@@ -324,6 +324,8 @@ fn plain_tls_config() -> rustls::ClientConfig {
                 .with_no_client_auth()
         })
         .unwrap_or_else(|_| {
+            // Not reached with aws-lc-rs; the process default then exists.
+            crate::plan::install_default_provider();
             rustls::ClientConfig::builder()
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
