@@ -324,3 +324,109 @@ async fn streamed_body_over_max_body_is_too_large() {
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["kind"], "too_large");
 }
+
+// The whole tour against the real binary: each misbehaving upstream gets
+// its status and kind, attacks on the listener are refused, and afterwards
+// the process is still up, serves normally and has not grown.
+#[tokio::test]
+async fn the_gateway_survives_every_fault_with_bounded_memory() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let slow = TestUpstream::fixed(Reply::json(json!({})).after(ms(2000))).await;
+    let mut partial = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"a\": [1, ".to_vec();
+    partial.extend_from_slice(&[b' '; 100]);
+    let reset = RawUpstream::start(Misbehave::ResetMidBody(partial)).await;
+    let garbage = RawUpstream::start(Misbehave::Bytes(b"\x16\x03\x01XYZZY\r\n\r\n".to_vec())).await;
+    let big = RawUpstream::start(Misbehave::Stream {
+        head: chunked_head(""),
+        chunk: vec![b' '; 16 << 10],
+        limit: 50 << 20,
+    })
+    .await;
+    let silent = RawUpstream::start(Misbehave::NeverAnswer).await;
+    let html = TestUpstream::fixed(Reply::raw("text/html", "<html>502 Bad Gateway</html>")).await;
+    let ok = TestUpstream::fixed(Reply::json(json!({"ok": true}))).await;
+    let mut yaml = String::from("upstreams:\n");
+    let faults = [
+        ("dead", dead.clone(), 502, "connect"),
+        ("slow", slow.url(), 504, "timeout"),
+        ("reset", reset.url(), 502, "transport"),
+        ("garbage", garbage.url(), 502, "transport"),
+        ("big", big.url(), 502, "too_large"),
+        ("silent", silent.url(), 504, "timeout"),
+        ("html", html.url(), 502, "decode"),
+    ];
+    for (name, url, _, _) in &faults {
+        yaml.push_str(&format!(
+            "  {name}: {{ url: \"{url}\", timeout: 300ms, max_body: 1MiB }}\n"
+        ));
+    }
+    yaml.push_str(&format!("  ok: {{ url: \"{}\" }}\nroutes:\n", ok.url()));
+    for (name, _, _, _) in &faults {
+        yaml.push_str(&format!(
+            "  - get: /{name}\n    calls: {{ a: {{ get: \"{name}:/a\" }} }}\n"
+        ));
+    }
+    yaml.push_str("  - get: /ok\n    calls: { a: { get: \"ok:/a\" } }\n");
+    let gw = GatewayProcess::start_with_env(
+        "  header_read_timeout: 1s\n",
+        &yaml,
+        &[("MALLOC_ARENA_MAX", "1")],
+    )
+    .await;
+    let get = |p: &str| {
+        let url = gw.url(p);
+        async move { send(http::Method::GET, &url, &[], Default::default()).await }
+    };
+    let tour = || async {
+        for (name, _, status, kind) in &faults {
+            let r = get(&format!("/{name}")).await;
+            assert_eq!(r.status.as_u16(), *status, "{name}: {}", r.text());
+            assert_eq!(
+                r.header("content-type"),
+                "application/problem+json",
+                "{name}"
+            );
+            assert_eq!(r.json()["kind"], *kind, "{name}: {}", r.text());
+            assert_eq!(r.json()["upstream"], *name);
+            assert!(
+                !r.text().contains("<html>") && !r.text().contains("XYZZY"),
+                "{name}: {}",
+                r.text()
+            );
+        }
+        let smuggled = b"POST /ok HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert!(
+            raw_exchange(gw.addr, smuggled, Duration::from_secs(2))
+                .await
+                .starts_with("HTTP/1.1 400")
+        );
+        let huge = format!(
+            "GET /ok HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(128 << 10)
+        );
+        assert!(
+            raw_exchange(gw.addr, huge.as_bytes(), Duration::from_secs(2))
+                .await
+                .starts_with("HTTP/1.1 431")
+        );
+    };
+    tour().await;
+    let baseline = gw.rss();
+    for _ in 0..3 {
+        tour().await;
+    }
+    let grown = gw.rss().saturating_sub(baseline);
+    assert!(
+        grown < 4 << 20,
+        "RSS grew by {grown} bytes over three tours"
+    );
+    assert_eq!(get("/ok").await.status, 200);
+    let health = send(
+        http::Method::GET,
+        &format!("http://{}/healthz", gw.admin),
+        &[],
+        Default::default(),
+    )
+    .await;
+    assert_eq!(health.status, 200);
+}
