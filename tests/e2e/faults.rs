@@ -198,8 +198,8 @@ async fn r04_memory_stays_bounded_under_bombs() {
         &format!(
             r#"
 upstreams:
-  bomb: {{ url: "{}", max_body: 1MiB }}
-  endless: {{ url: "{}", max_body: 1MiB }}
+  bomb: {{ url: "{}", max_body: 4MiB }}
+  endless: {{ url: "{}", max_body: 4MiB }}
   ok: {{ url: "{}" }}
 routes:
   - get: /bomb
@@ -237,7 +237,12 @@ routes:
     }
     let grown = gw.rss().saturating_sub(baseline);
     eprintln!("RSS baseline {baseline} bytes, grown {grown} bytes");
-    assert!(grown < 2 << 20, "RSS grew by {grown} bytes (cap 1 MiB)");
+    // Twice the cap: allocator slack (a freed 4 MiB buffer may stay resident)
+    // is allowed; buffering a 50 MB stream or an inflating bomb is not.
+    assert!(
+        grown < 2 * (4 << 20),
+        "RSS grew by {grown} bytes (cap 4 MiB)"
+    );
     assert_eq!(get("/ok").await.status, 200);
 }
 
