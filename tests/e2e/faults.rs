@@ -421,8 +421,9 @@ async fn the_gateway_survives_every_fault_with_bounded_memory() {
         tour().await;
     }
     let grown = gw.rss().saturating_sub(baseline);
+    // Allocator slack is a few MiB; buffering the 50 MB stream would be far more.
     assert!(
-        grown < 4 << 20,
+        grown < 8 << 20,
         "RSS grew by {grown} bytes over three tours"
     );
     assert_eq!(get("/ok").await.status, 200);
