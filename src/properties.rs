@@ -77,7 +77,7 @@ proptest! {
     }
 
     #[test]
-    fn expressions_parse_or_fail_cleanly(text in "[a-z$*.\\[\\]|(),'\"0-9 _-]{0,40}") {
+    fn expressions_parse_or_fail_cleanly(text in "[a-z$*.\\[\\]|(),'\"0-9 _\u{a0}\u{3000}é-]{0,40}") {
         if let Ok(e) = expr::parse(&text, &TestScope) {
             // What parsed once parses again to the same text.
             let again = expr::parse(&e.text, &TestScope).expect("re-parse");
@@ -172,4 +172,15 @@ fn unknown_keys_with_dots_are_reported() {
             other => panic!("{text:?}: {:?}", other.map(|_| ())),
         }
     }
+}
+
+// Found by the `template_engine` fuzz target: a multi-byte whitespace
+// character (here a no-break space) in an expression panicked the parser.
+#[test]
+fn multibyte_whitespace_in_expressions_is_no_panic() {
+    for text in ["path.a\u{a0}", "path.a |\u{3000}join", "\u{a0}path.a"] {
+        let _ = expr::parse(text, &TestScope);
+        let _ = template::parse_url(&format!("/x/{{{text}}}"), &TestScope, None);
+    }
+    assert!(plan::compile_str("p.yaml", "upstreams:\n  u: { url: \"http://127.0.0.1:1\" }\nroutes:\n  - get: /x\n    calls:\n      a: { get: \"u:/{path.x\u{a0}}\" }\n").is_err());
 }

@@ -38,6 +38,10 @@ fuzz_target!(|data: &[u8]| {
     );
     let _ = expr::parse(t, &FuzzScope);
     let _ = template::parse_header(t, &FuzzScope);
+    // Call targets are split as `upstream:/path`; the path always starts with `/`.
+    if !t.starts_with('/') {
+        return;
+    }
     let Ok(url) = template::parse_url(t, &FuzzScope, None) else {
         return;
     };
