@@ -238,7 +238,10 @@ async fn r15a_breaker_opens_probes_once_and_closes() {
         let gw = gw.clone();
         tokio::spawn(async move { gw.get("/x").await })
     };
-    tokio::time::sleep(ms(50)).await;
+    assert!(
+        crate::kit::eventually(ms(2000), || s.up.in_flight() == 1).await,
+        "the probe never reached the upstream"
+    );
     assert_eq!(circuit("r15a"), 2.0);
     for _ in 0..4 {
         assert_problem(&gw.get("/x").await, 503, "circuit_open", "r15a");
@@ -284,7 +287,7 @@ async fn r15b_hanging_probe_reopens_then_a_later_probe_closes() {
 // queueing them behind a slow upstream.
 #[tokio::test]
 async fn bulkhead_sheds_excess_calls_quickly() {
-    let up = TestUpstream::fixed(Reply::json(json!({})).after(ms(400))).await;
+    let up = TestUpstream::fixed(Reply::json(json!({})).after(ms(1000))).await;
     let gw = Arc::new(
         TestGateway::start(&format!(
             r#"
