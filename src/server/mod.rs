@@ -102,7 +102,7 @@ pub fn serve_shared(
     telemetry::prometheus();
     let server = shared.load().plan.server.clone();
     let request_timeout = server.limits.request_timeout;
-    let transport = tls::Transport::new(server.tls.clone(), server.h2c);
+    let transport = tls::Transport::for_gateway(&shared);
     serve_fn_with(listener, server.limits, transport, move |req, peer| {
         let gw = shared.load_full();
         async move {
