@@ -165,8 +165,9 @@ async fn start(plan: Plan) -> anyhow::Result<(server::RunningServer, server::Run
     let admin = tokio::net::TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
-    let admin = switchyard::admin::serve(admin)?;
-    let gateway = server::bind(Gateway::new(plan), listen)
+    let gateway = Gateway::new(plan);
+    let admin = switchyard::admin::serve_with_cache(admin, Some(gateway.cache.clone()))?;
+    let gateway = server::bind(gateway, listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     Ok((gateway, admin))

@@ -3,6 +3,7 @@
 //! It is a separate socket so that it can stay private while the gateway
 //! port is public.
 
+use crate::cache::Cache;
 use crate::server::RunningServer;
 use crate::telemetry;
 use crate::upstream::{self, Body};
@@ -11,9 +12,29 @@ use hyper::body::Incoming;
 
 /// Serves the admin endpoints on a bound listener.
 pub fn serve(listener: tokio::net::TcpListener) -> std::io::Result<RunningServer> {
+    serve_with_cache(listener, None)
+}
+
+/// Serves the admin endpoints, with the cache's purge endpoints
+/// (`crate::cache::admin`) when a cache is given.
+pub fn serve_with_cache(
+    listener: tokio::net::TcpListener,
+    cache: Option<Cache>,
+) -> std::io::Result<RunningServer> {
     // Installing the recorder here means metrics exist from the first request.
     telemetry::prometheus();
-    crate::server::serve_fn(listener, |req, _peer| async move { handle(req) })
+    crate::server::serve_fn(listener, move |req, _peer| {
+        let cache = cache.clone();
+        async move {
+            if let Some(c) = &cache {
+                let (m, u) = (req.method(), req.uri());
+                if let Some(resp) = crate::cache::admin::handle(c, m, u.path(), u.query()).await {
+                    return resp;
+                }
+            }
+            handle(req)
+        }
+    })
 }
 
 fn handle(req: Request<Incoming>) -> Response<Body> {
@@ -33,7 +54,7 @@ fn handle(req: Request<Incoming>) -> Response<Body> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /metrics /healthz /readyz\n",
+            "admin endpoints: /metrics /healthz /readyz /cache POST:/cache/purge\n",
         ),
     }
 }

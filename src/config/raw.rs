@@ -80,6 +80,11 @@ pub struct RawConfig {
     /// The routes the gateway serves.
     #[serde(default)]
     pub routes: Vec<Sp<RawRoute>>,
+    /// Cache tiers: the in-process tier's size, whether Redis is used.
+    #[serde(default)]
+    pub cache: super::RawCacheSettings,
+    /// The Redis server shared by every gateway instance.
+    pub redis: Option<Sp<RawRedis>>,
     /// Keys the file has that no struct knows (typos), found while parsing.
     #[serde(skip)]
     #[schemars(skip)]
@@ -150,6 +155,8 @@ pub struct RawRoute {
     pub status: Option<Sp<u16>>,
     /// Pass-through target: "upstream:/path/{path.rest}".
     pub proxy: Option<Sp<String>>,
+    /// Cache the whole composed response: a TTL (`30s`) or a policy.
+    pub cache: Option<Sp<super::RawCache>>,
 }
 
 /// One upstream call of a route.
@@ -186,6 +193,8 @@ pub struct RawCall {
     pub concurrency: Option<Sp<usize>>,
     /// With for_each: what a failed item does to the call.
     pub on_item_error: Option<Sp<OnItemError>>,
+    /// Cache this call's upstream answers: a TTL (`5m`) or a policy.
+    pub cache: Option<Sp<super::RawCache>>,
 }
 
 /// What a failed item of a `for_each` call does.
@@ -198,4 +207,12 @@ pub enum OnItemError {
     KeepNull,
     /// That item is left out of the list.
     Skip,
+}
+
+/// The Redis server shared by every gateway instance (cache tier, purge broadcast).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`).
+    pub url: Sp<String>,
 }

@@ -6,6 +6,8 @@
 pub mod eval;
 pub mod render;
 
+use crate::cache::policy::CachePolicy;
+use crate::cache::{Cache, CacheInfo};
 use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
@@ -41,6 +43,8 @@ pub struct Outcome {
     pub states: Vec<CallState>,
     /// By call id; `None` for calls that were never sent.
     pub elapsed: Vec<Option<Duration>>,
+    /// By call id; how a cached call was answered (`None`: no cache).
+    pub cache: Vec<Option<CacheInfo>>,
 }
 
 impl Outcome {
@@ -67,8 +71,14 @@ pub struct RouteFailure {
     pub outcome: Outcome,
 }
 
-type CallFuture<'a> =
-    Pin<Box<dyn Future<Output = (CallId, Result<JsonResponse, CallError>, Duration)> + Send + 'a>>;
+/// A call's end: its id, its result, how long it took, how its cache answered.
+type CallEnd = (
+    CallId,
+    Result<JsonResponse, CallError>,
+    Duration,
+    Option<CacheInfo>,
+);
+type CallFuture<'a> = Pin<Box<dyn Future<Output = CallEnd> + Send + 'a>>;
 
 /// The inputs of one route execution.
 pub struct Execution<'a> {
@@ -86,6 +96,8 @@ pub struct Execution<'a> {
     pub client_headers: &'a HeaderMap,
     /// `X-Forwarded-*` values.
     pub forwarding: &'a Forwarding,
+    /// The caches of cached calls.
+    pub cache: &'a Cache,
 }
 
 /// Runs the route's calls to completion or to the first required failure.
@@ -95,6 +107,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
     let mut outcome = Outcome {
         states: calls.iter().map(|_| CallState::NotRun).collect(),
         elapsed: vec![None; calls.len()],
+        cache: vec![None; calls.len()],
     };
     let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
     let mut ready: Vec<CallId> = r.agg.roots.iter().rev().copied().collect();
@@ -127,16 +140,20 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
             }
         }
         match tokio::time::timeout_at(deadline, inflight.next()).await {
-            Ok(Some((id, result, took))) => {
+            Ok(Some((id, result, took, cached))) => {
                 outcome.elapsed[id] = Some(took);
+                outcome.cache[id] = cached;
                 let call = &calls[id];
                 let kind = result.as_ref().map_or_else(CallError::kind, |_| "ok");
-                telemetry::upstream_call(
-                    &r.plan.upstreams[call.upstream].name,
-                    &call.name,
-                    kind,
-                    took,
-                );
+                // Only answers that came from the upstream are upstream calls.
+                if cached.is_none_or(|c| c.lookup == crate::telemetry::CacheLookup::Miss) {
+                    telemetry::upstream_call(
+                        &r.plan.upstreams[call.upstream].name,
+                        &call.name,
+                        kind,
+                        took,
+                    );
+                }
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
             Ok(None) => return Ok(outcome),
@@ -183,6 +200,7 @@ fn finish(
                     Outcome {
                         states: Vec::new(),
                         elapsed: Vec::new(),
+                        cache: Vec::new(),
                     },
                 ),
             });
@@ -233,10 +251,18 @@ fn start<'a>(
             return Ok(Started::Answered(empty_list_answer()));
         };
         let timeout = call.timeout;
+        if let Some(policy) = &call.cache {
+            let cached = cached_fetch(r, call, policy, &env, client, req, deadline);
+            return Ok(Started::Sent(Box::pin(async move {
+                let t0 = Instant::now();
+                let (result, info) = cached.await;
+                (id, result, t0.elapsed(), Some(info))
+            })));
+        }
         return Ok(Started::Sent(Box::pin(async move {
             let t0 = Instant::now();
             let result = fetch(client, req, timeout, deadline).await;
-            (id, result, t0.elapsed())
+            (id, result, t0.elapsed(), None)
         })));
     };
     let list = eval::eval(&for_each.list, &env)
@@ -252,14 +278,20 @@ fn start<'a>(
     if items.is_empty() {
         return Ok(Started::Answered(empty_list_answer()));
     }
-    let requests: Vec<Result<Option<Request<_>>, CallError>> = items
+    let requests: Vec<Result<Option<ItemFetch<'a>>, CallError>> = items
         .iter()
         .map(|item| {
             let env = Env {
                 item: Some(item),
                 ..env
             };
-            render::request(call, up, &env, r.client_headers, r.forwarding)
+            let req = render::request(call, up, &env, r.client_headers, r.forwarding)?;
+            Ok(req.map(|req| match &call.cache {
+                Some(policy) => {
+                    ItemFetch::Cached(cached_fetch(r, call, policy, &env, client, req, deadline))
+                }
+                None => ItemFetch::Plain(Box::new(req)),
+            }))
         })
         .collect();
     Ok(Started::Sent(Box::pin(fan_out(
@@ -272,9 +304,9 @@ async fn fan_out(
     call: &CallPlan,
     for_each: &ForEach,
     client: &UpstreamClient,
-    requests: Vec<Result<Option<Request<crate::upstream::Body>>, CallError>>,
+    requests: Vec<Result<Option<ItemFetch<'_>>, CallError>>,
     deadline: Instant,
-) -> (CallId, Result<JsonResponse, CallError>, Duration) {
+) -> CallEnd {
     let t0 = Instant::now();
     let timeout = call.timeout;
     // Futures are lazy: collecting them sends nothing. `buffered` then runs up
@@ -288,7 +320,7 @@ async fn fan_out(
     while let Some(answer) = answers.next().await {
         match (answer, for_each.on_item_error) {
             (Ok(body), _) => bodies.push(body),
-            (Err(e), OnItemError::Fail) => return (id, Err(e), t0.elapsed()),
+            (Err(e), OnItemError::Fail) => return (id, Err(e), t0.elapsed(), None),
             (Err(_), OnItemError::KeepNull) => bodies.push(Value::Null),
             (Err(_), OnItemError::Skip) => {}
         }
@@ -298,19 +330,58 @@ async fn fan_out(
         headers: HeaderMap::new(),
         body: Value::Array(bodies),
     };
-    (id, Ok(resp), t0.elapsed())
+    (id, Ok(resp), t0.elapsed(), None)
 }
 
 async fn fetch_item(
     client: &UpstreamClient,
-    req: Result<Option<Request<crate::upstream::Body>>, CallError>,
+    req: Result<Option<ItemFetch<'_>>, CallError>,
     timeout: Duration,
     deadline: Instant,
 ) -> Result<Value, CallError> {
     match req? {
-        Some(req) => fetch(client, req, timeout, deadline).await.map(|r| r.body),
+        Some(ItemFetch::Plain(req)) => fetch(client, *req, timeout, deadline).await.map(|r| r.body),
+        Some(ItemFetch::Cached(cached)) => cached.await.0.map(|r| r.body),
         None => Ok(Value::Array(Vec::new())),
     }
+}
+
+/// One item request of a `for_each` call: sent as is, or through the cache.
+enum ItemFetch<'a> {
+    Plain(Box<Request<crate::upstream::Body>>),
+    Cached(CachedFetch<'a>),
+}
+
+type CachedFetch<'a> =
+    Pin<Box<dyn Future<Output = (Result<JsonResponse, CallError>, CacheInfo)> + Send + 'a>>;
+
+/// A call's request through its cache: the key covers what the request
+/// sends; the fetch itself owns everything it needs, so that a flight can
+/// outlive the request that started it (other requests wait for it).
+fn cached_fetch<'a>(
+    r: &Execution<'a>,
+    call: &'a CallPlan,
+    policy: &'a CachePolicy,
+    env: &Env<'_>,
+    client: &UpstreamClient,
+    req: Request<crate::upstream::Body>,
+    deadline: Instant,
+) -> CachedFetch<'a> {
+    let up = &r.plan.upstreams[call.upstream];
+    let key = crate::cache::key::call_key(
+        &up.name,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        r.client_headers,
+        policy,
+    );
+    let tags = crate::cache::render_tags(&policy.tags, env);
+    let client = client.clone();
+    let timeout = call.timeout;
+    let upstream_fetch = Box::pin(async move { fetch(&client, req, timeout, deadline).await });
+    let cache = r.cache;
+    Box::pin(async move { cache.call(policy, key, tags, upstream_fetch).await })
 }
 
 /// One request with `min(timeout, time left)`.

@@ -4,21 +4,24 @@
 use super::forwarded::forwarding;
 use super::problem::{self, bad_request, call_error_json, call_failed};
 use super::{Gateway, proxy, timing};
+use crate::cache::{self, RouteAnswer, policy::CachePolicy};
 use crate::compose;
 use crate::exec::eval::{Env, RequestView};
 use crate::exec::{self, CallState, Execution};
 use crate::plan::{Aggregate, Lookup, Respond, RouteKind, RoutePlan};
 use crate::telemetry;
 use crate::upstream::{self, Body};
+use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Serves one request; never fails (every error is a response). Every
 /// response carries `Server-Timing`, at least with the total.
-pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let _in_flight = InFlight::enter();
     let method = method_label(req.method());
@@ -65,7 +68,7 @@ const SERVER_TIMING: &str = "server-timing";
 
 /// Answers a request; also returns the route label for metrics.
 async fn route_request(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,
     started: Instant,
@@ -104,52 +107,130 @@ async fn route_request(
 }
 
 async fn serve_route(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     route: &RoutePlan,
     raw_params: Vec<&str>,
     req: Request<Incoming>,
     peer: SocketAddr,
     started: Instant,
 ) -> Response<Body> {
-    let fwd = forwarding(
-        req.headers(),
-        peer.ip(),
-        &gw.plan.server.trusted_proxies,
-        "http",
-    );
     match &route.kind {
         RouteKind::Proxy(p) => {
+            let fwd = forwarding(
+                req.headers(),
+                peer.ip(),
+                &gw.plan.server.trusted_proxies,
+                "http",
+            );
             let mut resp = proxy::forward(gw, route, p, &raw_params, req, &fwd).await;
             // The upstream's own Server-Timing passes through; ours is added.
             let ours = timing::proxy(started.elapsed());
             resp.headers_mut().append(SERVER_TIMING, ours);
             resp
         }
-        RouteKind::Aggregate(agg) => {
-            let mut params = Vec::with_capacity(raw_params.len());
-            for (name, raw) in route.params.iter().zip(&raw_params) {
-                match percent_encoding::percent_decode_str(raw).decode_utf8() {
-                    Ok(p) => params.push(p.into_owned()),
-                    Err(_) => {
-                        return bad_request(format!(
-                            "path parameter `{name}` is not valid UTF-8 once decoded"
-                        ));
-                    }
-                }
+        RouteKind::Aggregate(agg) => match &agg.cache {
+            Some(policy) => cached_route(gw, route, policy, &raw_params, req, peer, started).await,
+            None => {
+                let (uri, headers) = (req.uri(), req.headers());
+                run_aggregate(
+                    gw,
+                    route,
+                    agg,
+                    &raw_params,
+                    uri.query(),
+                    headers,
+                    peer,
+                    started,
+                )
+                .await
             }
-            let view = RequestView::new(&params, req.uri().query(), req.headers());
-            let run = Execution {
-                plan: &gw.plan,
+        },
+    }
+}
+
+/// A route with a `cache:` policy: the cache answers, and runs the route
+/// only when this request leads the fetch of a missing or stale entry.
+async fn cached_route(
+    gw: &Arc<Gateway>,
+    route: &RoutePlan,
+    policy: &CachePolicy,
+    raw_params: &[&str],
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Body> {
+    let headers = req.headers();
+    let gzip = cache::accepts_gzip(headers);
+    let key = cache::key::route_key(req.uri().path(), req.uri().query(), headers, gzip, policy);
+    let no_store = cache::freshness::request_forbids_store(headers);
+    let compute = || -> BoxFuture<'static, RouteAnswer> {
+        // Everything the route needs, owned: other requests may wait for
+        // this computation after this request has gone.
+        let gw = gw.clone();
+        let index = gw.plan.routes.iter().position(|r| std::ptr::eq(r, route));
+        let params: Vec<String> = raw_params.iter().map(|p| p.to_string()).collect();
+        Box::pin(async move {
+            let route = index.map(|i| &gw.plan.routes[i]);
+            let Some((route, RouteKind::Aggregate(agg))) = route.map(|r| (r, &r.kind)) else {
+                return RouteAnswer::from_response(bad_request("route not found".into())).await;
+            };
+            let raw: Vec<&str> = params.iter().map(String::as_str).collect();
+            let (uri, headers) = (req.uri(), req.headers());
+            let resp = run_aggregate(
+                &gw,
                 route,
                 agg,
-                upstreams: &gw.upstreams,
-                view: &view,
-                client_headers: req.headers(),
-                forwarding: &fwd,
-            };
-            aggregate(gw, route, agg, &run, started).await
+                &raw,
+                uri.query(),
+                headers,
+                peer,
+                Instant::now(),
+            )
+            .await;
+            RouteAnswer::from_response(resp).await
+        })
+    };
+    gw.cache
+        .route(policy, key, no_store, gzip, started, compute)
+        .await
+}
+
+/// Decodes the path parameters, runs the call graph and composes the response.
+#[allow(clippy::too_many_arguments)]
+async fn run_aggregate(
+    gw: &Gateway,
+    route: &RoutePlan,
+    agg: &Aggregate,
+    raw_params: &[&str],
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Body> {
+    let fwd = forwarding(headers, peer.ip(), &gw.plan.server.trusted_proxies, "http");
+    let mut params = Vec::with_capacity(raw_params.len());
+    for (name, raw) in route.params.iter().zip(raw_params) {
+        match percent_encoding::percent_decode_str(raw).decode_utf8() {
+            Ok(p) => params.push(p.into_owned()),
+            Err(_) => {
+                return bad_request(format!(
+                    "path parameter `{name}` is not valid UTF-8 once decoded"
+                ));
+            }
         }
     }
+    let view = RequestView::new(&params, query, headers);
+    let run = Execution {
+        plan: &gw.plan,
+        route,
+        agg,
+        upstreams: &gw.upstreams,
+        view: &view,
+        client_headers: headers,
+        forwarding: &fwd,
+        cache: &gw.cache,
+    };
+    aggregate(gw, route, agg, &run, started).await
 }
 
 async fn aggregate(
@@ -222,6 +303,11 @@ async fn aggregate(
         && let Ok(v) = HeaderValue::from_str(&missing.join(", "))
     {
         h.insert("switchyard-missing", v);
+    }
+    if let Some(policy) = &agg.cache {
+        // For the route cache: the parts' lifetimes, privacy and the tags.
+        let parts = cache::route_parts(policy, agg, &outcome, &env);
+        resp.extensions_mut().insert(parts);
     }
     resp
 }

@@ -9,6 +9,7 @@ mod timing;
 
 pub use forwarded::is_trusted;
 
+use crate::cache::Cache;
 use crate::plan::Plan;
 use crate::telemetry;
 use crate::upstream::{Body, Upstreams};
@@ -39,13 +40,20 @@ pub struct Gateway {
     pub plan: Plan,
     /// One pool per upstream of the plan.
     pub upstreams: Upstreams,
+    /// The caches of the plan's cached calls and routes.
+    pub cache: Cache,
 }
 
 impl Gateway {
     /// A gateway for a plan, with fresh connection pools.
     pub fn new(plan: Plan) -> Arc<Self> {
         let upstreams = Upstreams::new(&plan);
-        Arc::new(Gateway { plan, upstreams })
+        let cache = Cache::new(&plan);
+        Arc::new(Gateway {
+            plan,
+            upstreams,
+            cache,
+        })
     }
 }
 

@@ -123,7 +123,8 @@ impl Upstreams {
     }
 }
 
-/// A keep-alive connection pool to one upstream.
+/// A keep-alive connection pool to one upstream (clones share the pool).
+#[derive(Clone)]
 pub struct UpstreamClient {
     max_body: u64,
     client: Client<HttpConnector, Body>,

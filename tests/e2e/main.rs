@@ -1,5 +1,6 @@
 //! End-to-end tests: real sockets, real upstream servers, the gateway on port 0.
 
+mod cache;
 mod cli;
 mod common;
 mod demo;
@@ -8,6 +9,6 @@ mod graph;
 mod merge;
 mod metrics;
 mod proxy;
+mod redis_fixture;
 mod security;
 mod smoke;
-mod redis_fixture;
