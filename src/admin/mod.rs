@@ -1,5 +1,6 @@
 //! The admin listener (default 127.0.0.1:9901): `/metrics` in Prometheus
-//! text format, `/healthz` (the process is up) and `/readyz` (it serves).
+//! text format, `/healthz` (the process is up) and `/readyz` (it serves),
+//! and the cache's `/cache` and `POST /cache/purge` (`crate::cache::admin`).
 //! It is a separate socket so that it can stay private while the gateway
 //! port is public.
 

@@ -149,12 +149,12 @@ impl Cache {
             match e.freshness.state(now) {
                 State::Fresh(_) => {
                     events.lookup(CacheLookup::HitL1);
-                    return out.entry(&e, now, None, |s, f| hit(s, f, now, None));
+                    return out.entry(&e, now, "hit", None, |s, f| hit(s, f, now, None));
                 }
                 State::StaleRevalidate => {
                     events.lookup(CacheLookup::Stale);
                     self.refresh_route(rule, &key, gzip, compute());
-                    return out.entry(&e, now, None, |s, f| {
+                    return out.entry(&e, now, "stale", None, |s, f| {
                         hit(s, f, now, Some("stale-while-revalidate"))
                     });
                 }
@@ -193,7 +193,12 @@ impl Cache {
                 };
                 events.lookup(lookup);
                 let timing = if leader { timing } else { None };
-                out.entry(&e, now, timing, |s, f| match lookup {
+                let desc = super::CacheInfo {
+                    lookup,
+                    freshness: None,
+                }
+                .desc();
+                out.entry(&e, now, desc, timing, |s, f| match lookup {
                     CacheLookup::HitL1 => hit(s, f, now, None),
                     CacheLookup::HitL2 => hit(s, f, now, Some("redis")),
                     CacheLookup::Collapsed => s.push_str("; fwd=uri-miss; collapsed"),
@@ -207,7 +212,7 @@ impl Cache {
                     && a.status.is_server_error()
                 {
                     events.lookup(CacheLookup::StaleIfError);
-                    return out.entry(&stale, now, None, |s, f| {
+                    return out.entry(&stale, now, "stale-if-error", None, |s, f| {
                         let _ = write!(
                             s,
                             "; fwd=stale; fwd-status={}; ttl={}; detail=stale-if-error",
@@ -350,6 +355,7 @@ impl Out<'_> {
         &self,
         e: &Entry,
         now: u64,
+        desc: &str,
         timing: Option<HeaderValue>,
         status: impl FnOnce(&mut String, &Freshness),
     ) -> RouteServed {
@@ -367,7 +373,7 @@ impl Out<'_> {
         let mut cs = String::with_capacity(48);
         cs.push_str(CACHE_NAME);
         status(&mut cs, &e.freshness);
-        self.common(h, &cs, timing);
+        self.common(h, &cs, desc, timing);
         resp
     }
 
@@ -383,11 +389,19 @@ impl Out<'_> {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let cs = format!("{CACHE_NAME}; {status}");
         let timing = h.remove(SERVER_TIMING);
-        self.common(h, &cs, timing);
+        self.common(h, &cs, "miss", timing);
         resp
     }
 
-    fn common(&self, h: &mut HeaderMap, cache_status: &str, timing: Option<HeaderValue>) {
+    /// Vary, Cache-Status and Server-Timing (the calls' timings when this
+    /// request ran them, else `cache;desc=…` and the total).
+    fn common(
+        &self,
+        h: &mut HeaderMap,
+        cache_status: &str,
+        desc: &str,
+        timing: Option<HeaderValue>,
+    ) {
         if let Some(v) = &self.policy.response_vary {
             h.insert(header::VARY, v.clone());
         }
@@ -396,8 +410,8 @@ impl Out<'_> {
         }
         let timing = timing.unwrap_or_else(|| {
             let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            HeaderValue::from_str(&format!("cache;desc=\"hit\", total;dur={ms:.2}"))
-                .unwrap_or(HeaderValue::from_static("cache;desc=\"hit\""))
+            HeaderValue::from_str(&format!("cache;desc=\"{desc}\", total;dur={ms:.2}"))
+                .unwrap_or(HeaderValue::from_static("total"))
         });
         h.insert(SERVER_TIMING, timing);
     }
