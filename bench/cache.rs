@@ -61,6 +61,11 @@ enum Command {
         /// Runs; the summary shows medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Each run's requests are sent in this many blocks, the targets
+        /// taking turns, so that every target sees the same machine (other
+        /// work on a shared machine moves the figures more than anything).
+        #[arg(long, default_value_t = 6)]
+        blocks: usize,
         /// Longest duration of one phase.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         time_limit: Duration,
@@ -92,6 +97,7 @@ fn main() -> std::process::ExitCode {
             warmup,
             concurrency,
             runs,
+            blocks,
             time_limit,
         } => {
             let opts = LoadOptions {
@@ -99,6 +105,7 @@ fn main() -> std::process::ExitCode {
                 warmup,
                 concurrency,
                 time_limit,
+                blocks: blocks.max(1),
             };
             rt.block_on(load(&targets, &ratios, runs, &opts))
         }
@@ -140,6 +147,7 @@ struct LoadOptions {
     warmup: usize,
     concurrency: usize,
     time_limit: Duration,
+    blocks: usize,
 }
 
 struct Target {
@@ -183,25 +191,34 @@ async fn load(
         .build(connector);
     let tck = clock_ticks();
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); parsed.len()];
+    for t in &parsed {
+        if phase(&client, &t.url, opts.warmup, opts).await.is_none() {
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    let per_block = opts.requests.div_ceil(opts.blocks);
     for run in 1..=runs {
-        for (t, cpus) in parsed.iter().zip(&mut cpu) {
-            if phase(&client, &t.url, opts.warmup, opts).await.is_none() {
-                return std::process::ExitCode::FAILURE;
+        // (requests, CPU, wall time) per target, summed over the blocks.
+        let mut sums = vec![(0usize, Duration::ZERO, Duration::ZERO); parsed.len()];
+        for _ in 0..opts.blocks {
+            for (t, sum) in parsed.iter().zip(&mut sums) {
+                let before = cpu_time(t.pid, tck);
+                let started = Instant::now();
+                let Some(done) = phase(&client, &t.url, per_block, opts).await else {
+                    return std::process::ExitCode::FAILURE;
+                };
+                let took = started.elapsed();
+                let Some((b, a)) = before.zip(cpu_time(t.pid, tck)) else {
+                    eprintln!("cannot read /proc/{}/stat", t.pid);
+                    return std::process::ExitCode::FAILURE;
+                };
+                sum.0 += done;
+                sum.1 += a.saturating_sub(b);
+                sum.2 += took;
             }
-            let before = cpu_time(t.pid, tck);
-            let started = Instant::now();
-            let Some(done) = phase(&client, &t.url, opts.requests, opts).await else {
-                return std::process::ExitCode::FAILURE;
-            };
-            let took = started.elapsed();
-            let after = cpu_time(t.pid, tck);
-            let Some(us) = before
-                .zip(after)
-                .map(|(b, a)| (a.saturating_sub(b)).as_secs_f64() * 1e6 / done.max(1) as f64)
-            else {
-                eprintln!("cannot read /proc/{}/stat", t.pid);
-                return std::process::ExitCode::FAILURE;
-            };
+        }
+        for ((t, cpus), (done, used, took)) in parsed.iter().zip(&mut cpu).zip(sums) {
+            let us = used.as_secs_f64() * 1e6 / done.max(1) as f64;
             println!(
                 "run {run} {:<10} {done} requests in {:.2}s ({:.0} req/s) | server CPU {us:.1} µs/req",
                 t.name,

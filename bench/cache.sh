@@ -17,7 +17,7 @@ cd "$ROOT"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 [[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
 RUNS="${RUNS:-3}"
-REQUESTS="${REQUESTS:-30000}"
+REQUESTS="${REQUESTS:-60000}"
 BASE_PORT=9201
 GATEWAY=127.0.0.1:8281
 ADMIN=127.0.0.1:9281
@@ -125,8 +125,8 @@ ready "http://$MINIMAL/" "$MIN_PID"
 echo "body: $(wc -c <"$WORK/body.json") bytes (GET /customers/$ID/summary)"
 
 echo
-echo "== server CPU per request: concurrency 32, $REQUESTS requests per target after 1000 warm-up, $RUNS runs"
-"${PIN_REST[@]}" "$BIN/switchyard-cache-bench" load --runs "$RUNS" --requests "$REQUESTS" --warmup 1000 --concurrency 32 \
+echo "== server CPU per request: concurrency 32, $REQUESTS requests per target after 1000 warm-up, in 6 alternating blocks per run, $RUNS runs"
+"${PIN_REST[@]}" "$BIN/switchyard-cache-bench" load --runs "$RUNS" --requests "$REQUESTS" --blocks 6 --warmup 1000 --concurrency 32 \
     --target "uncached=http://$GATEWAY/customers/$ID/summary@$GW_PID" \
     --target "cached=http://$GATEWAY/cached/customers/$ID/summary@$GW_PID" \
     --target "minimal=http://$MINIMAL/@$MIN_PID" \

@@ -183,15 +183,23 @@ impl Cache {
 
     /// Answers one call through its cache. `fetch` is the upstream request,
     /// ready to send; it is only polled when this request leads a flight.
+    /// With `request_no_store` (the client sent `Cache-Control: no-store`)
+    /// the cache is bypassed: nothing is looked up or stored.
     pub async fn call(
         &self,
         policy: &CachePolicy,
         key: String,
         tags: Vec<String>,
+        request_no_store: bool,
         fetch: BoxFuture<'static, Result<JsonResponse, CallError>>,
     ) -> (Result<JsonResponse, CallError>, CacheInfo) {
         let rule = &policy.rule;
         let events = rule.events();
+        if request_no_store {
+            events.store_skipped(freshness::SkipReason::RequestNoStore.label());
+            events.lookup(CacheLookup::Miss);
+            return (fetch.await, no_info(CacheLookup::Miss));
+        }
         let now = now_ms();
         let mut fallback = None;
         if let Some(e) = self.inner.memory.get(&key).await {

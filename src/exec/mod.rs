@@ -381,7 +381,12 @@ fn cached_fetch<'a>(
     let timeout = call.timeout;
     let upstream_fetch = Box::pin(async move { fetch(&client, req, timeout, deadline).await });
     let cache = r.cache;
-    Box::pin(async move { cache.call(policy, key, tags, upstream_fetch).await })
+    let no_store = crate::cache::freshness::request_forbids_store(r.client_headers);
+    Box::pin(async move {
+        cache
+            .call(policy, key, tags, no_store, upstream_fetch)
+            .await
+    })
 }
 
 /// One request with `min(timeout, time left)`.

@@ -339,6 +339,9 @@ routes:
     cache: 10s
     calls:
       a: {{ get: "a:/fine" }}
+  - get: /client-says/call
+    calls:
+      a: {{ get: "a:/fine/call", cache: 10s }}
 "#,
         up.url()
     ))
@@ -370,6 +373,22 @@ routes:
         before + 2,
         "the client's no-store stored nothing"
     );
+    let before = up.count();
+    let r = gw
+        .get_with("/client-says/call", &[("cache-control", "no-store")])
+        .await;
+    assert!(
+        r.header("server-timing").contains(r#"desc="miss""#),
+        "{:?}",
+        r.headers
+    );
+    let next = gw.get("/client-says/call").await;
+    assert!(
+        next.header("server-timing").contains(r#"desc="miss""#),
+        "{:?}",
+        next.headers
+    );
+    assert_eq!(up.count(), before + 2, "nor did a cached call");
     gw.shutdown().await;
 }
 
