@@ -36,10 +36,11 @@ cleanup() {
     done
     PIDS=()
 }
-trap cleanup EXIT
+finish() { local rc=$?; cleanup; [[ $rc -ne 0 || -n "${KEEP:-}" ]] || rm -rf "$WORK"; exit $rc; }
+trap finish EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
-fail() { echo "error: $*" >&2; for f in "$WORK"/*.log; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
+fail() { echo "error: $*" >&2; for f in "$WORK"/*.log; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; echo "(kept $WORK)" >&2; exit 1; }
 listening() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 
 # fetch URL FILE: GET over HTTP/1.0 with bash's /dev/tcp, body into FILE; fails unless 200.
@@ -50,9 +51,10 @@ fetch() {
     printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hostport" >&3
     local raw; raw="$(mktemp "$WORK/raw.XXXXXX")"
     cat <&3 >"$raw"; exec 3<&-
-    head -n 1 "$raw" | grep -q " 200 " || return 1
+    head -n 1 "$raw" | grep -q " 200 " || { rm -f "$raw"; return 1; }
     # The body starts after the first empty line (CRLF CRLF).
     python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); sys.stdout.buffer.write(d.split(b"\r\n\r\n",1)[1])' "$raw" >"$2"
+    rm -f "$raw"
 }
 
 # ready URL PID: poll (at most 10 s) until URL answers 200, failing if PID dies.

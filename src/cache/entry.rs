@@ -29,7 +29,7 @@ const NOT_STORED: &[&str] = &[
 ];
 
 /// One stored answer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Entry {
     /// Its status.
     pub status: StatusCode,
@@ -43,6 +43,9 @@ pub struct Entry {
     pub freshness: Freshness,
     /// Purge tags.
     pub tags: Vec<String>,
+    /// Route entries: the headers of a plain hit, built once per second
+    /// (only `Age` and the TTLs change with time) so a hit only copies them.
+    pub hit_headers: std::sync::Mutex<Option<(u64, HeaderMap)>>,
 }
 
 impl Entry {
@@ -67,6 +70,7 @@ impl Entry {
             json: None,
             freshness,
             tags,
+            hit_headers: Default::default(),
         }
     }
 
@@ -143,6 +147,7 @@ impl Entry {
             json: None,
             freshness,
             tags,
+            hit_headers: Default::default(),
         })
     }
 }

@@ -149,7 +149,7 @@ impl Cache {
             match e.freshness.state(now) {
                 State::Fresh(_) => {
                     events.lookup(CacheLookup::HitL1);
-                    return out.entry(&e, now, "hit", None, |s, f| hit(s, f, now, None));
+                    return out.hit(&e, now);
                 }
                 State::StaleRevalidate => {
                     events.lookup(CacheLookup::Stale);
@@ -350,6 +350,44 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
+    /// A plain hit: the hot path. Its headers are the same for a whole
+    /// second, so they are built once per second and copied.
+    fn hit(&self, e: &Entry, now: u64) -> RouteServed {
+        let second = now / 1000;
+        let memo = e.hit_headers.try_lock().ok().and_then(|m| {
+            m.as_ref()
+                .filter(|(at, _)| *at == second)
+                .map(|(_, h)| h.clone())
+        });
+        let Some(mut headers) = memo else {
+            let resp = self.entry(e, second * 1000, "hit", None, |s, f| {
+                hit(s, f, second * 1000, None)
+            });
+            if let Ok(mut m) = e.hit_headers.try_lock() {
+                let mut h = resp.headers().clone();
+                h.remove(SERVER_TIMING);
+                *m = Some((second, h));
+            }
+            return resp;
+        };
+        headers.insert(SERVER_TIMING, self.timing("hit"));
+        let mut resp = Response::new(upstream::full(e.body.clone()));
+        *resp.status_mut() = e.status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+
+    /// `cache;desc="…", total;dur=…` for responses whose calls did not run here.
+    fn timing(&self, desc: &str) -> HeaderValue {
+        let us = self.started.elapsed().as_micros();
+        let text = format!(
+            "cache;desc=\"{desc}\", total;dur={}.{:02}",
+            us / 1000,
+            (us % 1000) / 10
+        );
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("total"))
+    }
+
     /// A stored entry as a response.
     fn entry(
         &self,
@@ -408,11 +446,7 @@ impl Out<'_> {
         if let Ok(v) = HeaderValue::from_str(cache_status) {
             h.insert("cache-status", v);
         }
-        let timing = timing.unwrap_or_else(|| {
-            let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            HeaderValue::from_str(&format!("cache;desc=\"{desc}\", total;dur={ms:.2}"))
-                .unwrap_or(HeaderValue::from_static("total"))
-        });
+        let timing = timing.unwrap_or_else(|| self.timing(desc));
         h.insert(SERVER_TIMING, timing);
     }
 }

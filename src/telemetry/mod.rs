@@ -6,6 +6,7 @@
 //! and fixed outcome kinds.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -48,13 +49,39 @@ pub fn status_class(status: u16) -> &'static str {
 
 /// A client request was answered.
 pub fn request_served(route: &str, method: &str, status: u16, took: Duration) {
+    let class = status_class(status);
+    // Handles are registered once per (route, method, status class) and
+    // reused: building label strings and looking them up in the registry on
+    // every request cost as much as serving a cache hit.
+    type Served = (String, &'static str, metrics::Counter, metrics::Histogram);
+    static HANDLES: OnceLock<std::sync::RwLock<HashMap<String, Vec<Served>>>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let record = |c: &metrics::Counter, h: &metrics::Histogram| {
+        c.increment(1);
+        h.record(took.as_secs_f64());
+    };
+    if let Ok(map) = handles.read()
+        && let Some((_, _, c, h)) = map
+            .get(route)
+            .and_then(|v| v.iter().find(|(m, s, _, _)| m == method && *s == class))
+    {
+        record(c, h);
+        return;
+    }
     let labels = [
         ("route", route.to_string()),
         ("method", method.to_string()),
-        ("status", status_class(status).to_string()),
+        ("status", class.to_string()),
     ];
-    metrics::counter!("switchyard_requests_total", &labels).increment(1);
-    metrics::histogram!("switchyard_request_duration_seconds", &labels).record(took.as_secs_f64());
+    let counter = metrics::counter!("switchyard_requests_total", &labels);
+    let histogram = metrics::histogram!("switchyard_request_duration_seconds", &labels);
+    record(&counter, &histogram);
+    if let Ok(mut map) = handles.write() {
+        let list = map.entry(route.to_string()).or_default();
+        if !list.iter().any(|(m, s, _, _)| m == method && *s == class) {
+            list.push((method.to_string(), class, counter, histogram));
+        }
+    }
 }
 
 /// An upstream call ended; `outcome` is `ok` or a failure kind.
@@ -71,7 +98,14 @@ pub fn upstream_call(upstream: &str, call: &str, outcome: &'static str, took: Du
 
 /// Requests being served right now.
 pub fn in_flight(delta: f64) {
-    metrics::gauge!("switchyard_requests_in_flight").increment(delta);
+    // Registered once: every request moves this gauge twice.
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE
+        .get_or_init(|| {
+            prometheus();
+            metrics::gauge!("switchyard_requests_in_flight")
+        })
+        .increment(delta);
 }
 
 /// How a cache lookup ended.

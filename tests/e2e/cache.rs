@@ -984,3 +984,30 @@ async fn a_redis_outage_is_a_miss_not_a_failed_request() {
     );
     gw.shutdown().await;
 }
+
+// Misspelt cache fields are reported with the other errors, with suggestions.
+#[test]
+fn misspelt_cache_fields_are_reported_with_suggestions() {
+    let yaml = r#"upstreams:
+  a: { url: "http://127.0.0.1:1" }
+cache: { max_byte: 1MiB }
+redis: { url: "redis://127.0.0.1:6379", db: 1 }
+routes:
+  - get: /a
+    cache: { ttl: 1s, stale_while_revalidte: 1s }
+    calls:
+      a: { get: "a:/a", cache: { ttl: 1s, scpoe: public } }
+"#;
+    let err = match switchyard::plan::compile_str("test.yaml", yaml) {
+        Err(switchyard::plan::LoadError::Invalid(r)) => r.to_string(),
+        other => panic!("expected errors, got {:?}", other.map(|_| ())),
+    };
+    for want in [
+        "test.yaml:3:10: error: unknown field `max_byte` in `cache`; did you mean `max_bytes`?",
+        "test.yaml:4:41: error: unknown field `db` in `redis`",
+        "test.yaml:7:23: error: unknown field `stale_while_revalidte` in a cache policy; did you mean `stale_while_revalidate`?",
+        "test.yaml:9:43: error: unknown field `scpoe` in a cache policy; did you mean `scope`?",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+}
