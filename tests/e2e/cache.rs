@@ -724,10 +724,15 @@ routes:
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(up.count(), 2, "exactly one background refresh");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let fresh = gw.get("/swr").await;
+    // The refreshed answer is stored as soon as it arrives.
+    let mut fresh = gw.get("/swr").await;
+    while fresh.json()["a"]["n"] != 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        fresh = gw.get("/swr").await;
+    }
     assert_eq!(fresh.json()["a"]["n"], 1);
     assert!(fresh.header("server-timing").contains(r#"desc="hit""#));
+    assert_eq!(up.count(), 2, "and served from the cache");
 
     let first = gw.get("/sie").await;
     assert_eq!(first.status, 200);
@@ -871,6 +876,28 @@ impl Process {
     }
 }
 
+/// Waits (at most 5 s) until Redis holds at least `n` cache entries.
+async fn wait_for_entries(redis: &RedisServer, n: usize) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("switchyard:cache:e:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if keys.len() >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no entry reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn redis_config(redis: &RedisServer, upstream: &str) -> String {
     format!(
         r#"
@@ -904,8 +931,8 @@ async fn two_instances_share_redis_and_a_purge_reaches_both() {
     let desc = |r: &TestResponse| r.header("server-timing").to_string();
 
     assert!(desc(&a.get("/products/7").await).contains(r#"desc="miss""#));
-    // The store to Redis runs just after the answer.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The store to Redis runs just after the answer: wait until it is there.
+    wait_for_entries(&redis, 1).await;
     let from_redis = b.get("/products/7").await;
     assert!(
         desc(&from_redis).contains(r#"desc="hit-redis""#),
