@@ -43,19 +43,8 @@ trap 'echo "interrupted" >&2; exit 130' INT TERM
 fail() { echo "error: $*" >&2; for f in "$WORK"/*.log; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; echo "(kept $WORK)" >&2; exit 1; }
 listening() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 
-# fetch URL FILE: GET over HTTP/1.0 with bash's /dev/tcp, body into FILE; fails unless 200.
-fetch() {
-    local hostport="${1#http://}"; hostport="${hostport%%/*}"
-    local path="/${1#http://*/}"
-    exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}" || return 1
-    printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hostport" >&3
-    local raw; raw="$(mktemp "$WORK/raw.XXXXXX")"
-    cat <&3 >"$raw"; exec 3<&-
-    head -n 1 "$raw" | grep -q " 200 " || { rm -f "$raw"; return 1; }
-    # The body starts after the first empty line (CRLF CRLF).
-    python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); sys.stdout.buffer.write(d.split(b"\r\n\r\n",1)[1])' "$raw" >"$2"
-    rm -f "$raw"
-}
+# fetch URL FILE: GET URL, body into FILE; fails unless 200.
+fetch() { curl -fsS -o "$2" "$1"; }
 
 # ready URL PID: poll (at most 10 s) until URL answers 200, failing if PID dies.
 ready() {
@@ -77,6 +66,7 @@ fi
 
 echo "== building release binaries"
 cargo build --release --bins --quiet
+command -v curl >/dev/null || fail "this benchmark needs curl"
 for b in switchyard switchyard-cache-bench; do [[ -x "$BIN/$b" ]] || fail "no $BIN/$b (set CARGO_TARGET_DIR?)"; done
 for addr in 127.0.0.1:9201 127.0.0.1:9202 127.0.0.1:9203 127.0.0.1:9204 "$GATEWAY" "$ADMIN" "$MINIMAL"; do
     ! listening "$addr" || fail "$addr is already in use"

@@ -35,6 +35,8 @@ const OP_TIMEOUT: Duration = Duration::from_millis(250);
 const BACKOFF: Duration = Duration::from_secs(1);
 /// At most one log line per this interval about Redis trouble.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often an idle subscription checks that its cache still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// Keys deleted per round trip when purging by prefix.
 const SCAN_COUNT: usize = 500;
 
@@ -208,7 +210,15 @@ impl RedisTier {
                             c.clear();
                         }
                         let mut messages = ps.on_message();
-                        while let Some(msg) = messages.next().await {
+                        loop {
+                            // Wake now and then to notice a cache that is gone.
+                            let msg = match tokio::time::timeout(IDLE_CHECK, messages.next()).await
+                            {
+                                Ok(Some(msg)) => msg,
+                                Ok(None) => break,
+                                Err(_) if cache.strong_count() == 0 => return,
+                                Err(_) => continue,
+                            };
                             let Some(c) = cache.upgrade() else { return };
                             let Ok(text) = msg.get_payload::<String>() else {
                                 continue;
