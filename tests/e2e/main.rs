@@ -8,6 +8,7 @@ mod graph;
 mod merge;
 mod metrics;
 mod proxy;
+mod ratelimit;
 mod redis_fixture;
 mod security;
 mod smoke;
