@@ -648,3 +648,225 @@ fn check_reports_rate_limit_errors_with_positions() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// A `switchyard run` child process on free loopback ports; killed on drop.
+struct GatewayProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    config: std::path::PathBuf,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl GatewayProcess {
+    /// Writes `yaml` (without `server:`) to a file and runs the binary on it;
+    /// returns once its admin listener answers.
+    async fn start(yaml: &str) -> GatewayProcess {
+        let (addr, admin) = (free_addr(), free_addr());
+        let config = std::env::temp_dir().join(format!(
+            "switchyard-ratelimit-{}-{}.yaml",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::write(
+            &config,
+            format!("server: {{ listen: \"{addr}\", admin_listen: \"{admin}\" }}\n{yaml}"),
+        )
+        .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut p = GatewayProcess {
+            child,
+            addr,
+            admin,
+            config,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                p.child.try_wait().unwrap().is_none(),
+                "gateway process exited while starting"
+            );
+            if tokio::net::TcpStream::connect(p.addr).await.is_ok()
+                && tokio::net::TcpStream::connect(p.admin).await.is_ok()
+            {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "gateway process not listening");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.admin);
+        send(http::Method::GET, &url, &[], Default::default())
+            .await
+            .text()
+    }
+}
+
+/// Sends `per_instance` concurrent requests with `key` to every instance;
+/// returns the statuses per instance.
+async fn burst_at(instances: &[GatewayProcess], key: &str, per_instance: usize) -> Vec<Vec<u16>> {
+    let mut tasks = Vec::new();
+    for gw in instances {
+        let url = format!("http://{}/a", gw.addr);
+        let key = key.to_string();
+        tasks.push(tokio::spawn(async move {
+            let calls = (0..per_instance).map(|_| {
+                let (url, key) = (url.clone(), key.clone());
+                tokio::spawn(async move {
+                    send(
+                        http::Method::GET,
+                        &url,
+                        &[("x-api-key", &key)],
+                        Default::default(),
+                    )
+                    .await
+                    .status
+                    .as_u16()
+                })
+            });
+            let mut statuses = Vec::new();
+            for c in calls.collect::<Vec<_>>() {
+                statuses.push(c.await.unwrap());
+            }
+            statuses
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+// The issue's cluster test: three gateway processes share one Redis. Many
+// concurrent clients → exactly the limit in total. Redis is killed →
+// no 5xx, every instance enforces the limit locally (the default), the
+// errors are counted and `degraded` = 1. Redis returns → the instances use
+// it again and the limit is exact again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateway_processes_share_one_redis_and_survive_its_outage() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let up = upstream().await;
+    const BURST: usize = 20;
+    let yaml = format!(
+        r#"
+upstreams: {{ u: {{ url: "{}" }} }}
+redis: {{ url: "{}", timeout: 1s }}
+rate_limits:
+  cluster: {{ key: "header:x-api-key", rate: {BURST}/1h, store: redis }}
+routes:
+  - get: /a
+    rate_limit: cluster
+    calls: {{ a: {{ get: "u:/a" }} }}
+"#,
+        up.url(),
+        redis.url()
+    );
+    let instances = vec![
+        GatewayProcess::start(&yaml).await,
+        GatewayProcess::start(&yaml).await,
+        GatewayProcess::start(&yaml).await,
+    ];
+    let admitted = |runs: &[Vec<u16>]| -> Vec<usize> {
+        for s in runs.iter().flatten() {
+            assert!(*s == 200 || *s == 429, "only 200 or 429, got {s}");
+        }
+        runs.iter()
+            .map(|r| r.iter().filter(|s| **s == 200).count())
+            .collect()
+    };
+
+    // Exact: 3 clients × 3 instances × 12 concurrent requests, limit 20 each.
+    for key in ["c1", "c2", "c3"] {
+        let runs = burst_at(&instances, key, 12).await;
+        let total: usize = admitted(&runs).iter().sum();
+        assert_eq!(total, BURST, "client {key}: {runs:?}");
+    }
+
+    // Outage: each instance falls back to its own bucket of 20.
+    redis.stop();
+    let runs = burst_at(&instances, "outage", 30).await;
+    assert_eq!(
+        admitted(&runs),
+        vec![BURST; 3],
+        "local limit per instance: {runs:?}"
+    );
+    for gw in &instances {
+        let text = gw.metrics().await;
+        assert_eq!(
+            sample(&text, "switchyard_ratelimit_degraded", &[]),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(sample(&text, "switchyard_ratelimit_backend_errors_total", &[]).unwrap() >= 1.0);
+        assert!(
+            sample(
+                &text,
+                "switchyard_ratelimit_decisions_total",
+                &[r#"store="local_fallback""#, r#"outcome="limited""#]
+            )
+            .unwrap()
+                >= 10.0
+        );
+    }
+
+    // Recovery: Redis is back (empty); each instance probes it again.
+    redis.restart();
+    for (i, gw) in instances.iter().enumerate() {
+        let url = format!("http://{}/a", gw.addr);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let key = format!("probe-{i}");
+            let r = send(
+                http::Method::GET,
+                &url,
+                &[("x-api-key", &key)],
+                Default::default(),
+            )
+            .await;
+            if server_timing(&r).contains("desc=\"redis\"") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {i} did not go back to redis"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let text = gw.metrics().await;
+        assert_eq!(
+            sample(&text, "switchyard_ratelimit_degraded", &[]),
+            Some(0.0)
+        );
+    }
+    let runs = burst_at(&instances, "after", 15).await;
+    assert_eq!(
+        admitted(&runs).iter().sum::<usize>(),
+        BURST,
+        "exact again: {runs:?}"
+    );
+}
