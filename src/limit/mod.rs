@@ -206,6 +206,14 @@ impl Limiter {
             .map(|p| p.local.len())
     }
 
+    /// Bytes the in-process store of a policy has allocated (an estimate).
+    pub fn local_allocated_bytes(&self, policy: &str) -> Option<usize> {
+        self.policies
+            .iter()
+            .find(|p| p.plan.name == policy)
+            .map(|p| p.local.allocated_bytes())
+    }
+
     /// Decides a request against every policy of its route.
     pub async fn check(&self, limits: &RouteLimits, req: &RequestView<'_>) -> Decision {
         let now = self.clock.now();
