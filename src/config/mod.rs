@@ -66,6 +66,9 @@ impl UnknownField {
             ["upstreams", _, _] => ("in an upstream", Some("RawUpstream")),
             ["routes", _, _] => ("in a route", Some("RawRoute")),
             ["routes", _, "calls", _, _] => ("in a call", Some("RawCall")),
+            ["rate_limits", _, _] => ("in a rate limit policy", Some("RawRateLimit")),
+            ["rate_limits", _, "allow", _] => ("in `allow`", Some("RawAllow")),
+            ["redis", _] => ("in `redis`", Some("RawRedis")),
             _ => ("here", None),
         };
         let known = known_fields(def);

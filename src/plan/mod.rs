@@ -7,6 +7,7 @@
 mod explain;
 pub mod expr;
 pub mod graph;
+pub mod limit;
 pub mod shape;
 pub mod template;
 
@@ -104,6 +105,8 @@ pub struct Plan {
     pub upstreams: Vec<UpstreamPlan>,
     /// Routes, indexed by the router's values.
     pub routes: Vec<RoutePlan>,
+    /// Rate limit policies and the Redis they share.
+    pub limits: limit::LimitsPlan,
     router: matchit::Router<Vec<usize>>,
 }
 
@@ -157,6 +160,8 @@ pub struct RoutePlan {
     pub timeout: Duration,
     /// What the route does.
     pub kind: RouteKind,
+    /// Rate limit policies checked before the route runs.
+    pub rate_limits: Option<limit::RouteLimits>,
 }
 
 /// What a route does.
@@ -314,10 +319,12 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         .filter_map(|(name, u)| c.upstream(name, u))
         .collect();
     c.upstream_names = raw.upstreams.keys().cloned().collect();
+    let limits = c.rate_limits(raw);
     let mut routes = Vec::new();
     let mut by_path: IndexMap<String, (Pos, Vec<usize>)> = IndexMap::new();
     for raw_route in &raw.routes {
-        if let Some(route) = c.route(raw_route, &upstreams) {
+        if let Some(mut route) = c.route(raw_route, &upstreams) {
+            route.rate_limits = c.route_limits(&raw_route.value.rate_limit, &route.params, &limits);
             // matchit treats `{a}` and `{b}` at the same place as a conflict;
             // the same template with several methods shares one entry.
             let entry = by_path
@@ -350,6 +357,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
             c.error(pos, format!("path `{path}` cannot be routed: {e}"));
         }
     }
+    c.warn_unused_policies(&limits);
     let by_position = |a: &Diagnostic, b: &Diagnostic| {
         (a.pos.line, a.pos.column).cmp(&(b.pos.line, b.pos.column))
     };
@@ -366,6 +374,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
                 server,
                 upstreams,
                 routes,
+                limits,
                 router,
             },
             report,
@@ -383,6 +392,8 @@ struct Compiler {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     upstream_names: Vec<String>,
+    policies: Vec<limit::CompiledPolicy>,
+    used_policies: Vec<limit::PolicyId>,
 }
 
 /// Names a call cannot have: they are expression roots.
@@ -651,6 +662,7 @@ impl Compiler {
             params,
             timeout,
             kind,
+            rate_limits: None,
         })
     }
 

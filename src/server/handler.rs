@@ -1,12 +1,13 @@
-//! One request's lifecycle: route lookup → identify the client → run the
-//! call graph (or proxy) → compose → headers.
+//! One request's lifecycle: route lookup → identify the client → rate
+//! limits → run the call graph (or proxy) → compose → headers.
 
-use super::forwarded::forwarding;
+use super::forwarded::{client_ip, forwarding};
 use super::problem::{self, bad_request, call_error_json, call_failed};
 use super::{Gateway, proxy, timing};
 use crate::compose;
 use crate::exec::eval::{Env, RequestView};
 use crate::exec::{self, CallState, Execution};
+use crate::limit::{self, Verdict};
 use crate::plan::{Aggregate, Lookup, Respond, RouteKind, RoutePlan};
 use crate::telemetry;
 use crate::upstream::{self, Body};
@@ -156,6 +157,8 @@ async fn route_request(
     (resp, &route.label)
 }
 
+/// Checks the route's rate limits, then runs it if they admit. Limited
+/// routes answer with `RateLimit-Policy` and `RateLimit` either way.
 async fn serve_route(
     gw: &Gateway,
     route: &RoutePlan,
@@ -167,6 +170,49 @@ async fn serve_route(
     if let Some(resp) = rejection(gw, &req) {
         return resp;
     }
+    let Some(limits) = &route.rate_limits else {
+        return dispatch(gw, route, raw_params, req, peer, started).await;
+    };
+    let decision = {
+        let client = client_ip(req.headers(), peer.ip(), &gw.plan.server.trusted_proxies);
+        let view = limit::RequestView {
+            headers: req.headers(),
+            params: &raw_params,
+            client,
+        };
+        gw.limiter.check(limits, &view).await
+    };
+    let mut resp = match &decision.verdict {
+        Verdict::Admit => dispatch(gw, route, raw_params, req, peer, started).await,
+        Verdict::Limited {
+            retry_after,
+            violated,
+        } => problem::rate_limited(*retry_after, violated),
+        Verdict::Unavailable { policies } => problem::limiter_unavailable(policies),
+    };
+    let h = resp.headers_mut();
+    h.insert("ratelimit-policy", decision.policy_header);
+    if let Some(v) = decision.limit_header {
+        h.insert("ratelimit", v);
+    }
+    if let Some(t) = decision.redis_time {
+        if !h.contains_key(SERVER_TIMING) {
+            h.insert(SERVER_TIMING, timing::total_only(started.elapsed()));
+        }
+        h.append(SERVER_TIMING, timing::ratelimit(t.took, t.answered));
+    }
+    resp
+}
+
+/// Runs an admitted request: the proxy, or the call graph and composer.
+async fn dispatch(
+    gw: &Gateway,
+    route: &RoutePlan,
+    raw_params: Vec<&str>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Body> {
     let host = req
         .uri()
         .authority()

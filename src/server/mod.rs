@@ -7,8 +7,9 @@ mod problem;
 mod proxy;
 mod timing;
 
-pub use forwarded::is_trusted;
+pub use forwarded::{client_ip, is_trusted};
 
+use crate::limit::Limiter;
 use crate::plan::Plan;
 use crate::telemetry;
 use crate::upstream::{Body, Upstreams};
@@ -39,13 +40,20 @@ pub struct Gateway {
     pub plan: Plan,
     /// One pool per upstream of the plan.
     pub upstreams: Upstreams,
+    /// The plan's rate limit policies with their stores.
+    pub limiter: Limiter,
 }
 
 impl Gateway {
     /// A gateway for a plan, with fresh connection pools.
     pub fn new(plan: Plan) -> Arc<Self> {
         let upstreams = Upstreams::new(&plan);
-        Arc::new(Gateway { plan, upstreams })
+        let limiter = Limiter::new(&plan.limits);
+        Arc::new(Gateway {
+            plan,
+            upstreams,
+            limiter,
+        })
     }
 }
 

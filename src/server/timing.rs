@@ -67,3 +67,15 @@ pub fn proxy(upstream: Duration) -> HeaderValue {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// The limiter's trip to Redis: `ratelimit;dur=0.3;desc="redis"`, or with
+/// `desc="redis failed: fallback"` when Redis did not answer.
+pub fn ratelimit(took: Duration, answered: bool) -> HeaderValue {
+    let desc = if answered {
+        "redis"
+    } else {
+        "redis failed: on_redis_error"
+    };
+    HeaderValue::from_str(&format!("ratelimit;dur={:.1};desc=\"{desc}\"", ms(took)))
+        .unwrap_or(HeaderValue::from_static("ratelimit"))
+}

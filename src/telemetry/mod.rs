@@ -73,3 +73,61 @@ pub fn upstream_call(upstream: &str, call: &str, outcome: &'static str, took: Du
 pub fn in_flight(delta: f64) {
     metrics::gauge!("switchyard_requests_in_flight").increment(delta);
 }
+
+/// How often a failing rate limit backend is logged: every failure counts,
+/// but one line per interval says so (a Redis outage must not flood the log).
+const BACKEND_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A rate limit policy decided a request. `store` is `memory`, `redis` or
+/// `local_fallback` (Redis unreachable); `outcome` is `admitted`, `limited`,
+/// `bypassed` (allow-listed), `not_counted` (another policy limited it),
+/// `fail_open` or `fail_closed`.
+pub fn ratelimit_decision(policy: &str, store: &'static str, outcome: &'static str) {
+    let labels = [
+        ("policy", policy.to_string()),
+        ("store", store.to_string()),
+        ("outcome", outcome.to_string()),
+    ];
+    metrics::counter!("switchyard_ratelimit_decisions_total", &labels).increment(1);
+}
+
+/// Buckets an in-process store holds for a policy went up or down.
+pub fn ratelimit_keys(policy: &str, store: &'static str, delta: f64) {
+    let labels = [("policy", policy.to_string()), ("store", store.to_string())];
+    metrics::gauge!("switchyard_ratelimit_keys", &labels).increment(delta);
+}
+
+/// The rate limit backend (Redis) failed a decision; `first` when this
+/// failure starts a degraded period. Logged at most once per interval.
+pub fn ratelimit_backend_error(error: &str, first: bool) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_LOG: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    metrics::counter!("switchyard_ratelimit_backend_errors_total").increment(1);
+    metrics::gauge!("switchyard_ratelimit_degraded").set(1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_LOG.load(Ordering::Relaxed);
+    let due = first || now >= last + BACKEND_ERROR_LOG_INTERVAL.as_secs();
+    if due
+        && LAST_LOG
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            error,
+            suppressed,
+            "rate limit backend (redis) failing; policies apply on_redis_error"
+        );
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The rate limit backend answers again after failing.
+pub fn ratelimit_backend_recovered() {
+    metrics::gauge!("switchyard_ratelimit_degraded").set(0.0);
+    tracing::info!("rate limit backend (redis) recovered");
+}

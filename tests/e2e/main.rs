@@ -9,6 +9,7 @@ mod hardening;
 mod merge;
 mod metrics;
 mod proxy;
+mod ratelimit;
 mod redis_fixture;
 mod security;
 mod smoke;
