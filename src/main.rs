@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard::plan::{self, LoadError, Plan};
 use switchyard::server::{self, Gateway};
@@ -150,26 +151,37 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn run(plan: Plan) -> anyhow::Result<()> {
-    let (gateway, admin) = start(plan).await?;
+    let (gateway, admin, gw) = start(plan).await?;
     tracing::info!(addr = %gateway.addr(), admin = %admin.addr(), "switchyard listening");
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
-    gateway.shutdown().await;
-    admin.shutdown().await;
+    stop(gateway, admin, gw).await;
     Ok(())
 }
 
-/// Binds the gateway and admin listeners of a plan.
-async fn start(plan: Plan) -> anyhow::Result<(server::RunningServer, server::RunningServer)> {
+/// Binds the admin and gateway listeners of a plan. The admin listener comes
+/// first, so `/readyz` says "starting" until the gateway's port is bound.
+async fn start(
+    plan: Plan,
+) -> anyhow::Result<(server::RunningServer, server::RunningServer, Arc<Gateway>)> {
     let (listen, admin_listen) = (plan.server.listen, plan.server.admin_listen);
+    let gw = Gateway::try_new(plan)?;
     let admin = tokio::net::TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
-    let admin = switchyard::admin::serve(admin)?;
-    let gateway = server::bind(Gateway::new(plan), listen)
+    let admin = switchyard::admin::serve_gateway(admin, gw.clone())?;
+    let gateway = server::bind(gw.clone(), listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    Ok((gateway, admin))
+    Ok((gateway, admin, gw))
+}
+
+/// Drains the gateway (readiness turns "draining" at once), stops the admin
+/// listener, and flushes spans still waiting for export.
+async fn stop(gateway: server::RunningServer, admin: server::RunningServer, gw: Arc<Gateway>) {
+    gateway.shutdown().await;
+    admin.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || gw.telemetry.shutdown()).await;
 }
 
 async fn shutdown_signal() {
@@ -228,7 +240,7 @@ async fn demo(
             Err(e) => bail!("the bundled config does not compile: {e}"),
         },
     };
-    let (running, admin) = start(plan).await?;
+    let (running, admin, gw) = start(plan).await?;
     let base = format!("http://{}", running.addr());
     println!("gateway: {base}  — try:");
     println!("  curl -i {base}/customers/42/summary");
@@ -236,11 +248,13 @@ async fn demo(
     println!("  curl -i {base}/orders/1");
     println!("  curl -i {base}/customers/42");
     println!("  curl -i {base}/catalog/7");
-    println!("metrics: http://{}/metrics", admin.addr());
+    println!(
+        "metrics: http://{0}/metrics  dashboard: http://{0}/dashboard",
+        admin.addr()
+    );
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
-    running.shutdown().await;
-    admin.shutdown().await;
+    stop(running, admin, gw).await;
     services.shutdown().await;
     Ok(())
 }

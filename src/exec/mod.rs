@@ -9,7 +9,7 @@ pub mod render;
 use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
-use crate::telemetry;
+use crate::telemetry::trace::TraceContext;
 use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
 use eval::{Env, RequestView};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -41,6 +41,8 @@ pub struct Outcome {
     pub states: Vec<CallState>,
     /// By call id; `None` for calls that were never sent.
     pub elapsed: Vec<Option<Duration>>,
+    /// By call id: when it was sent; `None` for calls that were never sent.
+    pub started: Vec<Option<Instant>>,
 }
 
 impl Outcome {
@@ -86,6 +88,9 @@ pub struct Execution<'a> {
     pub client_headers: &'a HeaderMap,
     /// `X-Forwarded-*` values.
     pub forwarding: &'a Forwarding,
+    /// The request's trace: each call is sent its own `traceparent`. `None`
+    /// passes the client's trace headers through unchanged.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Runs the route's calls to completion or to the first required failure.
@@ -95,6 +100,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
     let mut outcome = Outcome {
         states: calls.iter().map(|_| CallState::NotRun).collect(),
         elapsed: vec![None; calls.len()],
+        started: vec![None; calls.len()],
     };
     let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
     let mut ready: Vec<CallId> = r.agg.roots.iter().rev().copied().collect();
@@ -113,6 +119,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
             match started {
                 Ok(Started::Sent(fut)) => {
                     outcome.states[id] = CallState::Running;
+                    outcome.started[id] = Some(Instant::now());
                     inflight.push(fut);
                 }
                 Ok(Started::Answered(resp)) => finish(
@@ -129,14 +136,6 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
         match tokio::time::timeout_at(deadline, inflight.next()).await {
             Ok(Some((id, result, took))) => {
                 outcome.elapsed[id] = Some(took);
-                let call = &calls[id];
-                let kind = result.as_ref().map_or_else(CallError::kind, |_| "ok");
-                telemetry::upstream_call(
-                    &r.plan.upstreams[call.upstream].name,
-                    &call.name,
-                    kind,
-                    took,
-                );
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
             Ok(None) => return Ok(outcome),
@@ -183,6 +182,7 @@ fn finish(
                     Outcome {
                         states: Vec::new(),
                         elapsed: Vec::new(),
+                        started: Vec::new(),
                     },
                 ),
             });
@@ -228,8 +228,11 @@ fn start<'a>(
         item: None,
         errors: None,
     };
+    let trace = r.trace.map(|t| render::CallTrace::of(t, id));
+    let trace = trace.as_ref();
     let Some(for_each) = &call.for_each else {
-        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding)? else {
+        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding, trace)?
+        else {
             return Ok(Started::Answered(empty_list_answer()));
         };
         let timeout = call.timeout;
@@ -259,7 +262,7 @@ fn start<'a>(
                 item: Some(item),
                 ..env
             };
-            render::request(call, up, &env, r.client_headers, r.forwarding)
+            render::request(call, up, &env, r.client_headers, r.forwarding, trace)
         })
         .collect();
     Ok(Started::Sent(Box::pin(fan_out(

@@ -8,10 +8,12 @@ mod explain;
 pub mod expr;
 pub mod graph;
 pub mod shape;
+pub mod telemetry;
 pub mod template;
 
 pub use explain::explain;
 pub use shape::Shape;
+pub use telemetry::TelemetryPlan;
 
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
 use expr::{CallId, Expr, Root, Scope};
@@ -100,6 +102,8 @@ pub enum LoadError {
 pub struct Plan {
     /// Listener settings.
     pub server: ServerPlan,
+    /// What to record and where to send it.
+    pub telemetry: TelemetryPlan,
     /// Upstreams, indexed by `UpstreamId`.
     pub upstreams: Vec<UpstreamPlan>,
     /// Routes, indexed by the router's values.
@@ -308,6 +312,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         c.error(u.pos, u.message());
     }
     let server = c.server(raw);
+    let telemetry = c.telemetry(&raw.telemetry);
     let upstreams: Vec<UpstreamPlan> = raw
         .upstreams
         .iter()
@@ -358,6 +363,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         Some(server) if report.errors.is_empty() => Ok((
             Plan {
                 server,
+                telemetry,
                 upstreams,
                 routes,
                 router,

@@ -4,6 +4,18 @@
 //! metric names and labels live in one place. Label values are bounded:
 //! route templates (never raw paths), upstream and call names from the config,
 //! and fixed outcome kinds.
+//!
+//! Layout: `record.rs` (the request-finished record and the per-gateway
+//! `Telemetry` that consumes it), `trace.rs` (W3C trace context),
+//! `otlp.rs` (span export), `access_log.rs`, `stats.rs` (dashboard figures).
+
+pub mod access_log;
+mod otlp;
+pub mod record;
+pub mod stats;
+pub mod trace;
+
+pub use record::{CallRecord, RequestRecord, Telemetry, TelemetryError};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -30,9 +42,72 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // Another recorder may already be installed (e.g. by an embedding
         // program); then ours only renders what it sees, which is nothing.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         metrics::gauge!("switchyard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // Reload results exist (at 0) before the first reload, so alerts and
+        // dashboards can refer to them from the start.
+        for result in ["ok", "error"] {
+            metrics::counter!("switchyard_config_reloads_total", "result" => result).absolute(0);
+        }
+        metrics::gauge!("switchyard_config_last_reload_successful").set(1.0);
+        metrics::counter!("switchyard_access_log_dropped_total").absolute(0);
         handle
     })
+}
+
+/// HELP lines, one per metric of this file.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "switchyard_requests_total",
+        "Client requests answered, by route template, method and status class."
+    );
+    describe_histogram!(
+        "switchyard_request_duration_seconds",
+        Unit::Seconds,
+        "Time until the response head was ready, by route template, method and status class."
+    );
+    describe_counter!(
+        "switchyard_upstream_calls_total",
+        "Upstream calls sent, by upstream, call name and outcome."
+    );
+    describe_histogram!(
+        "switchyard_upstream_call_duration_seconds",
+        Unit::Seconds,
+        "Upstream call time, by upstream, call name and outcome."
+    );
+    describe_gauge!(
+        "switchyard_requests_in_flight",
+        "Client requests being served now."
+    );
+    describe_gauge!(
+        "switchyard_build_info",
+        "Always 1; the labels say which build runs."
+    );
+    describe_counter!(
+        "switchyard_config_reloads_total",
+        "Config reloads, by result (ok, error)."
+    );
+    describe_gauge!(
+        "switchyard_config_last_reload_successful",
+        "1 when the config in use is the latest one loaded, 0 after a failed reload."
+    );
+    describe_counter!(
+        "switchyard_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind or failed."
+    );
+}
+
+/// A config reload was tried; a failed one leaves the old plan serving.
+pub fn config_reload(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!("switchyard_config_reloads_total", "result" => result).increment(1);
+    metrics::gauge!("switchyard_config_last_reload_successful").set(if ok { 1.0 } else { 0.0 });
+}
+
+/// An access log line could not be written.
+pub fn access_log_dropped() {
+    metrics::counter!("switchyard_access_log_dropped_total").increment(1);
 }
 
 /// `2xx`, `4xx`, …: status classes keep the series count small.

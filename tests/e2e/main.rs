@@ -8,6 +8,6 @@ mod graph;
 mod merge;
 mod metrics;
 mod proxy;
+mod redis_fixture;
 mod security;
 mod smoke;
-mod redis_fixture;
