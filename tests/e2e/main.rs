@@ -2,12 +2,16 @@
 
 mod cli;
 mod common;
+mod dashboard_browser;
 mod demo;
 mod failures;
 mod graph;
 mod merge;
 mod metrics;
+mod observability;
+mod process;
 mod proxy;
 mod redis_fixture;
 mod security;
 mod smoke;
+mod trace_context;
