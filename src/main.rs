@@ -56,6 +56,10 @@ enum Command {
         /// Run only the demo services (e.g. to run the gateway in another process).
         #[arg(long)]
         upstreams_only: bool,
+        /// Port of the first service (customers; the others follow); 0 picks
+        /// free ports, for `--upstreams-only` next to other instances.
+        #[arg(long, default_value_t = 9101)]
+        base_port: u16,
     },
 }
 
@@ -107,7 +111,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             jitter,
             config,
             upstreams_only,
-        } => runtime()?.block_on(demo(latency, jitter, config, upstreams_only)),
+            base_port,
+        } => runtime()?.block_on(demo(latency, jitter, config, upstreams_only, base_port)),
     }
 }
 
@@ -210,15 +215,20 @@ async fn demo(
     jitter: Duration,
     config: Option<PathBuf>,
     upstreams_only: bool,
+    base_port: u16,
 ) -> anyhow::Result<()> {
     let opts = switchyard::demo::DemoOptions {
         latency,
         jitter,
+        base_port,
         ..Default::default()
     };
-    let services = switchyard::demo::start(opts)
-        .await
-        .context("cannot start the demo services (are ports 9101-9104 free?)")?;
+    let services = switchyard::demo::start(opts).await.with_context(|| {
+        format!(
+            "cannot start the demo services (are ports {base_port}-{} free?)",
+            base_port.saturating_add(3)
+        )
+    })?;
     println!(
         "demo services: customers http://{}  orders http://{}  shipping http://{}  products http://{}  (latency {}, jitter {})",
         services.customers,
