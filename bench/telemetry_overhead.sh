@@ -69,7 +69,9 @@ sed -e "s/127.0.0.1:9101/127.0.0.1:$(port_of customers)/" \
     -e "s/127.0.0.1:9104/127.0.0.1:$(port_of products)/" \
     -e "s/listen: 127.0.0.1:8080/listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0/" \
     examples/shop.yaml >"$LOGS/on.yaml"
-{ cat "$LOGS/on.yaml"; printf '\ntelemetry: { metrics: false, tracing: false }\n'; } >"$LOGS/off.yaml"
+# ON_TELEMETRY (e.g. '{ tracing: false }') measures a part of telemetry alone.
+if [[ -n "${ON_TELEMETRY:-}" ]]; then printf '\ntelemetry: %s\n' "$ON_TELEMETRY" >>"$LOGS/on.yaml"; fi
+{ sed '/^telemetry:/d' "$LOGS/on.yaml"; printf '\ntelemetry: { metrics: false, tracing: false }\n'; } >"$LOGS/off.yaml"
 
 # bench MODE: one measured phase against a fresh gateway with MODE's config.
 bench() {

@@ -3,6 +3,7 @@
 //! log line and exported spans.
 
 use super::access_log::AccessLog;
+use super::handles::Handles;
 use super::otlp::SpanExport;
 use super::stats::Stats;
 use super::trace::TraceContext;
@@ -96,6 +97,7 @@ pub struct Telemetry {
     tracing: bool,
     /// Figures for the dashboard (`/stats`).
     pub stats: Stats,
+    handles: Handles,
     access_log: Option<AccessLog>,
     spans: Option<SpanExport>,
 }
@@ -123,6 +125,7 @@ impl Telemetry {
                 plan.routes.iter().map(|r| r.label.as_str()),
                 plan.upstreams.iter().map(|u| u.name.as_str()),
             ),
+            handles: Handles::new(plan),
             access_log: None,
             spans: None,
         }
@@ -146,16 +149,26 @@ impl Telemetry {
     /// A request ended: count it, log it, export its spans.
     pub fn request_finished(&self, rec: &RequestRecord<'_>) {
         if self.metrics {
-            super::request_served(rec.route, rec.method, rec.status, rec.duration);
-            for c in rec.calls.iter().filter(|c| c.sent()) {
-                super::upstream_call(
-                    c.upstream,
-                    c.name,
-                    c.outcome,
-                    c.duration.unwrap_or_default(),
-                );
+            let route_id = self.stats.route_id(rec.route);
+            match route_id {
+                Some(id) => {
+                    self.handles
+                        .request(id, rec.method, rec.status, rec.duration);
+                    for c in rec.calls.iter().filter(|c| c.sent()) {
+                        let took = c.duration.unwrap_or_default();
+                        self.handles
+                            .call(id, c.index, c.upstream, c.name, c.outcome, took);
+                    }
+                }
+                None => {
+                    super::request_served(rec.route, rec.method, rec.status, rec.duration);
+                    for c in rec.calls.iter().filter(|c| c.sent()) {
+                        let took = c.duration.unwrap_or_default();
+                        super::upstream_call(c.upstream, c.name, c.outcome, took);
+                    }
+                }
             }
-            self.stats.record(rec);
+            self.stats.record(route_id, rec);
         }
         if let Some(log) = &self.access_log {
             log.write(rec);

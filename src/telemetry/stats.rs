@@ -308,14 +308,19 @@ impl Stats {
         }
     }
 
+    /// The index of a route label (`unmatched` included), as `Handles` use it.
+    pub fn route_id(&self, route: &str) -> Option<usize> {
+        self.route_index.get(route).copied()
+    }
+
     fn slot_number(&self) -> u64 {
         (self.epoch.elapsed().as_millis() / SLOT.as_millis()) as u64
     }
 
-    /// Counts a finished request and its calls.
-    pub fn record(&self, rec: &RequestRecord<'_>) {
+    /// Counts a finished request (of route `route_id`) and its calls.
+    pub fn record(&self, route_id: Option<usize>, rec: &RequestRecord<'_>) {
         let slot = self.slot_number();
-        if let Some(&i) = self.route_index.get(rec.route) {
+        if let Some(i) = route_id {
             self.routes[i].record(
                 slot,
                 &Event {
