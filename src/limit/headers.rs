@@ -27,7 +27,7 @@ pub fn rate_limit(items: &[(&str, Status, u64)]) -> Option<HeaderValue> {
             ceil_secs(status.reset, *units)
         );
     }
-    HeaderValue::from_str(&s).ok()
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
 
 #[cfg(test)]
