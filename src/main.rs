@@ -7,6 +7,22 @@ use std::time::Duration;
 use switchyard::plan::{self, LoadError, Plan};
 use switchyard::server::{self, Gateway};
 
+/// `println!` that does not panic when stdout is closed (piped into `head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that does not panic when stderr is closed.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// The bundled demo config, so `demo` works from any directory.
 const SHOP_YAML: &str = include_str!("../examples/shop.yaml");
 
@@ -63,7 +79,7 @@ fn main() -> std::process::ExitCode {
     match execute(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -93,12 +109,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     known.join(", ")
                 );
             };
-            print!("{}", plan::explain(&plan, r));
+            out!("{}", plan::explain(&plan, r).trim_end());
             Ok(())
         }
         Command::Schema => {
             let schema = schemars::schema_for!(switchyard::config::RawConfig);
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            out!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
         Command::Demo {
@@ -120,11 +136,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
     match plan::load(path) {
         Ok((plan, report)) => {
-            eprint!("{report}");
+            if !report.warnings.is_empty() {
+                err!("{}", report.to_string().trim_end());
+            }
             Ok(plan)
         }
         Err(LoadError::Invalid(report)) => {
-            eprint!("{report}");
+            err!("{}", report.to_string().trim_end());
             bail!(
                 "{}: {} error(s), not loaded",
                 report.file,
@@ -132,7 +150,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
             )
         }
         Err(LoadError::Config(e)) => {
-            eprintln!("{e}");
+            err!("{e}");
             bail!("{}: not loaded", path.display())
         }
     }
@@ -140,7 +158,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let plan = load(path)?;
-    println!(
+    out!(
         "{}: ok ({} upstream(s), {} route(s))",
         path.display(),
         plan.upstreams.len(),
@@ -207,7 +225,7 @@ async fn demo(
     let services = switchyard::demo::start(opts)
         .await
         .context("cannot start the demo services (are ports 9101-9104 free?)")?;
-    println!(
+    out!(
         "demo services: customers http://{}  orders http://{}  shipping http://{}  products http://{}  (latency {}, jitter {})",
         services.customers,
         services.orders,
@@ -230,14 +248,14 @@ async fn demo(
     };
     let (running, admin) = start(plan).await?;
     let base = format!("http://{}", running.addr());
-    println!("gateway: {base}  — try:");
-    println!("  curl -i {base}/customers/42/summary");
-    println!("  curl -i {base}/customers/42/products");
-    println!("  curl -i {base}/orders/1");
-    println!("  curl -i {base}/customers/42");
-    println!("  curl -i {base}/catalog/7");
-    println!("metrics: http://{}/metrics", admin.addr());
-    println!("press Ctrl-C to stop");
+    out!("gateway: {base}  — try:");
+    out!("  curl -i {base}/customers/42/summary");
+    out!("  curl -i {base}/customers/42/products");
+    out!("  curl -i {base}/orders/1");
+    out!("  curl -i {base}/customers/42");
+    out!("  curl -i {base}/catalog/7");
+    out!("metrics: http://{}/metrics", admin.addr());
+    out!("press Ctrl-C to stop");
     shutdown_signal().await;
     running.shutdown().await;
     admin.shutdown().await;

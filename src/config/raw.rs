@@ -43,13 +43,35 @@ impl<T: JsonSchema> JsonSchema for Sp<T> {
 }
 
 /// A byte size: a number of bytes or a string such as `512KiB`, `8MiB`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SizeValue {
     /// A plain number of bytes.
     Bytes(u64),
     /// A number with a unit.
     Text(String),
+}
+
+/// Hand-written so that a wrong value gets a plain message rather than
+/// serde's "did not match any variant of untagged enum".
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a size: a number of bytes, or a number with KiB, MiB or GiB (e.g. 8MiB)",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl JsonSchema for SizeValue {

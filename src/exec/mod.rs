@@ -41,6 +41,9 @@ pub struct Outcome {
     pub states: Vec<CallState>,
     /// By call id; `None` for calls that were never sent.
     pub elapsed: Vec<Option<Duration>>,
+    /// By call id: `for_each` items that failed without failing the call
+    /// (`keep_null`, `skip`), with their index in the item list.
+    pub item_errors: Vec<Vec<(usize, CallError)>>,
 }
 
 impl Outcome {
@@ -67,8 +70,7 @@ pub struct RouteFailure {
     pub outcome: Outcome,
 }
 
-type CallFuture<'a> =
-    Pin<Box<dyn Future<Output = (CallId, Result<JsonResponse, CallError>, Duration)> + Send + 'a>>;
+type CallFuture<'a> = Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
 
 /// The inputs of one route execution.
 pub struct Execution<'a> {
@@ -95,6 +97,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
     let mut outcome = Outcome {
         states: calls.iter().map(|_| CallState::NotRun).collect(),
         elapsed: vec![None; calls.len()],
+        item_errors: vec![Vec::new(); calls.len()],
     };
     let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
     let mut ready: Vec<CallId> = r.agg.roots.iter().rev().copied().collect();
@@ -127,16 +130,26 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
             }
         }
         match tokio::time::timeout_at(deadline, inflight.next()).await {
-            Ok(Some((id, result, took))) => {
+            Ok(Some(Finished {
+                id,
+                result,
+                took,
+                item_errors,
+            })) => {
                 outcome.elapsed[id] = Some(took);
                 let call = &calls[id];
-                let kind = result.as_ref().map_or_else(CallError::kind, |_| "ok");
+                let kind = match &result {
+                    Err(e) => e.kind(),
+                    Ok(_) if !item_errors.is_empty() => "partial",
+                    Ok(_) => "ok",
+                };
                 telemetry::upstream_call(
                     &r.plan.upstreams[call.upstream].name,
                     &call.name,
                     kind,
                     took,
                 );
+                outcome.item_errors[id] = item_errors;
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
             Ok(None) => return Ok(outcome),
@@ -183,6 +196,7 @@ fn finish(
                     Outcome {
                         states: Vec::new(),
                         elapsed: Vec::new(),
+                        item_errors: Vec::new(),
                     },
                 ),
             });
@@ -236,7 +250,7 @@ fn start<'a>(
         return Ok(Started::Sent(Box::pin(async move {
             let t0 = Instant::now();
             let result = fetch(client, req, timeout, deadline).await;
-            (id, result, t0.elapsed())
+            finished(id, result, t0, Vec::new())
         })));
     };
     let list = eval::eval(&for_each.list, &env)
@@ -274,43 +288,77 @@ async fn fan_out(
     client: &UpstreamClient,
     requests: Vec<Result<Option<Request<crate::upstream::Body>>, CallError>>,
     deadline: Instant,
-) -> (CallId, Result<JsonResponse, CallError>, Duration) {
+) -> Finished {
     let t0 = Instant::now();
     let timeout = call.timeout;
-    // Futures are lazy: collecting them sends nothing. `buffered` then runs up
-    // to `concurrency` at once and yields answers in input order.
+    // Futures are lazy: collecting them sends nothing.
     let items: Vec<_> = requests
         .into_iter()
-        .map(|req| fetch_item(client, req, timeout, deadline))
+        .enumerate()
+        .map(|(i, req)| fetch_item(i, client, req, timeout, deadline))
         .collect();
-    let mut answers = futures_util::stream::iter(items).buffered(for_each.concurrency);
-    let mut bodies = Vec::new();
-    while let Some(answer) = answers.next().await {
+    // `buffer_unordered` refills a slot the moment any item finishes (no
+    // head-of-line blocking); the index puts answers back in input order.
+    let mut slots: Vec<Option<Value>> = vec![None; items.len()];
+    let mut answers = futures_util::stream::iter(items).buffer_unordered(for_each.concurrency);
+    let mut item_errors = Vec::new();
+    while let Some((i, answer)) = answers.next().await {
         match (answer, for_each.on_item_error) {
-            (Ok(body), _) => bodies.push(body),
-            (Err(e), OnItemError::Fail) => return (id, Err(e), t0.elapsed()),
-            (Err(_), OnItemError::KeepNull) => bodies.push(Value::Null),
-            (Err(_), OnItemError::Skip) => {}
+            (Ok(body), _) => slots[i] = Some(body),
+            (Err(e), OnItemError::Fail) => return finished(id, Err(e), t0, Vec::new()),
+            (Err(e), OnItemError::KeepNull) => {
+                slots[i] = Some(Value::Null);
+                item_errors.push((i, e));
+            }
+            (Err(e), OnItemError::Skip) => item_errors.push((i, e)),
         }
     }
+    item_errors.sort_by_key(|(i, _)| *i);
     let resp = JsonResponse {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
-        body: Value::Array(bodies),
+        body: Value::Array(slots.into_iter().flatten().collect()),
     };
-    (id, Ok(resp), t0.elapsed())
+    finished(id, Ok(resp), t0, item_errors)
 }
 
+fn finished(
+    id: CallId,
+    result: Result<JsonResponse, CallError>,
+    started: Instant,
+    item_errors: Vec<(usize, CallError)>,
+) -> Finished {
+    Finished {
+        id,
+        result,
+        took: started.elapsed(),
+        item_errors,
+    }
+}
+
+/// What a call's future yields.
+struct Finished {
+    id: CallId,
+    result: Result<JsonResponse, CallError>,
+    took: Duration,
+    /// `for_each` items that failed but did not fail the call.
+    item_errors: Vec<(usize, CallError)>,
+}
+
+/// One item of a `for_each` call, tagged with its index.
 async fn fetch_item(
+    index: usize,
     client: &UpstreamClient,
     req: Result<Option<Request<crate::upstream::Body>>, CallError>,
     timeout: Duration,
     deadline: Instant,
-) -> Result<Value, CallError> {
-    match req? {
-        Some(req) => fetch(client, req, timeout, deadline).await.map(|r| r.body),
-        None => Ok(Value::Array(Vec::new())),
-    }
+) -> (usize, Result<Value, CallError>) {
+    let answer = match req {
+        Ok(Some(req)) => fetch(client, req, timeout, deadline).await.map(|r| r.body),
+        Ok(None) => Ok(Value::Array(Vec::new())),
+        Err(e) => Err(e),
+    };
+    (index, answer)
 }
 
 /// One request with `min(timeout, time left)`.

@@ -53,8 +53,10 @@ pub fn render(t: &Template, env: &Env<'_>, out: &mut String) -> Result<Rendered,
                         Some(a) => a,
                         None => std::slice::from_ref(&*value),
                     };
-                    empty |= items.is_empty();
-                    for (i, item) in items.iter().enumerate() {
+                    // Like projections, `join` leaves nulls out.
+                    let mut items = items.iter().filter(|v| !v.is_null()).peekable();
+                    empty |= items.peek().is_none();
+                    for (i, item) in items.enumerate() {
                         if i > 0 {
                             out.push_str(sep);
                         }
@@ -83,12 +85,28 @@ fn write_scalar(
     out: &mut String,
 ) -> Result<(), CallError> {
     let text = eval::scalar_text(v).ok_or_else(|| {
+        let found = if v.is_array() { "a list" } else { "an object" };
+        let hint = if what.contains("|join") {
+            "join needs strings, numbers or booleans"
+        } else {
+            "use `|join` or a step"
+        };
         CallError::BadInput(format!(
-            "`{what}` is a list or object where one value belongs (use `|join` or a step)"
+            "`{what}` is {found} where one value belongs ({hint})"
         ))
     })?;
     match encoding {
-        Encoding::Component => out.extend(utf8_percent_encode(&text, COMPONENT)),
+        Encoding::PathSegment => {
+            // `.`/`..` are unreserved, so encoding alone would let them
+            // through; an empty value would merge two segments.
+            if matches!(text.as_str(), "" | "." | "..") {
+                return Err(CallError::BadInput(format!(
+                    "`{what}` is `{text}`, which cannot be a path segment"
+                )));
+            }
+            out.extend(utf8_percent_encode(&text, COMPONENT));
+        }
+        Encoding::QueryComponent => out.extend(utf8_percent_encode(&text, COMPONENT)),
         Encoding::PathRest => write_path_rest(&text, what, out)?,
         Encoding::HeaderValue => {
             if text.chars().any(|c| c.is_control()) {
@@ -106,7 +124,9 @@ fn write_scalar(
 /// its `/`, re-encode each segment, refuse `.` and `..` (also when encoded).
 pub fn write_path_rest(raw: &str, what: &str, out: &mut String) -> Result<(), CallError> {
     for (i, seg) in raw.split('/').enumerate() {
-        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        let decoded = percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .map_err(|_| CallError::BadInput(format!("`{what}` is not UTF-8 once decoded")))?;
         if decoded == "." || decoded == ".." {
             return Err(CallError::BadInput(format!(
                 "`{what}` contains a `{decoded}` segment"

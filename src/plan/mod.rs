@@ -345,6 +345,12 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
             routes.push(route);
         }
     }
+    if raw.routes.is_empty() {
+        c.warn(
+            Pos { line: 1, column: 1 },
+            "the config has no routes: every request will get 404",
+        );
+    }
     let mut router = matchit::Router::new();
     for (path, (pos, indices)) in by_path {
         if let Err(e) = router.insert(path.clone(), indices) {
@@ -446,40 +452,32 @@ impl Compiler {
         }
     }
 
+    fn address(
+        &mut self,
+        raw: &Option<Sp<String>>,
+        field: &str,
+        default: &str,
+    ) -> Option<SocketAddr> {
+        let Some(raw) = raw else {
+            return default.parse().ok();
+        };
+        let parsed = raw.value.parse().ok();
+        if parsed.is_none() {
+            self.error(
+                raw.pos,
+                format!(
+                    "`{field}`: `{}` is not an address like `{default}`",
+                    raw.value
+                ),
+            );
+        }
+        parsed
+    }
+
     fn server(&mut self, raw: &RawConfig) -> Option<ServerPlan> {
         let s = &raw.server;
-        let listen = match &s.listen {
-            None => DEFAULT_LISTEN.parse().ok()?,
-            Some(l) => match l.value.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.error(
-                        l.pos,
-                        format!(
-                            "`listen`: `{}` is not an address like `127.0.0.1:8080`",
-                            l.value
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        let admin_listen = match &s.admin_listen {
-            None => DEFAULT_ADMIN_LISTEN.parse().ok()?,
-            Some(l) => match l.value.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.error(
-                        l.pos,
-                        format!(
-                            "`admin_listen`: `{}` is not an address like `127.0.0.1:9901`",
-                            l.value
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
+        let listen = self.address(&s.listen, "listen", DEFAULT_LISTEN)?;
+        let admin_listen = self.address(&s.admin_listen, "admin_listen", DEFAULT_ADMIN_LISTEN)?;
         let mut trusted_proxies = Vec::new();
         for p in &s.trusted_proxies {
             let text = p.value.trim();
@@ -495,6 +493,13 @@ impl Compiler {
                     ),
                 ),
             }
+        }
+        if admin_listen == listen {
+            let pos = s.admin_listen.as_ref().map_or(Pos::default(), |a| a.pos);
+            self.error(
+                pos,
+                format!("`admin_listen` and `listen` are both {listen}; they need different ports"),
+            );
         }
         let max_request_body = self.size(
             &s.max_request_body,
@@ -514,7 +519,9 @@ impl Compiler {
         if !is_identifier(name, true) {
             self.error(
                 raw.pos,
-                format!("upstream name `{name}` may only contain letters, digits, `_` and `-`"),
+                format!(
+                    "upstream name `{name}` may only contain ASCII letters, digits, `_` and `-`"
+                ),
             );
         }
         let timeout = self.duration(&u.timeout, "timeout", DEFAULT_UPSTREAM_TIMEOUT);
@@ -781,7 +788,7 @@ impl Compiler {
             if !is_identifier(name, false) || name.starts_with(|c: char| c.is_ascii_digit()) {
                 self.error(
                     call.pos,
-                    format!("call name `{name}` must be lower-case letters, digits and `_`"),
+                    format!("call name `{name}` must be lower-case ASCII letters, digits and `_`, not starting with a digit"),
                 );
             } else if RESERVED_CALL_NAMES.contains(&name.as_str()) {
                 self.error(

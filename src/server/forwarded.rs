@@ -76,9 +76,11 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// The `X-Forwarded-*` values for a request from `peer`.
+/// The `X-Forwarded-*` values for a request from `peer` that named `host`
+/// (its Host header, or the authority of an absolute-form or HTTP/2 URI).
 pub fn forwarding(
     client: &HeaderMap,
+    host: Option<&HeaderValue>,
     peer: IpAddr,
     trusted: &[IpNet],
     proto: &'static str,
@@ -97,9 +99,7 @@ pub fn forwarding(
         forwarded_proto: prior("x-forwarded-proto")
             .cloned()
             .unwrap_or(HeaderValue::from_static(proto)),
-        forwarded_host: prior("x-forwarded-host")
-            .or(client.get(header::HOST))
-            .cloned(),
+        forwarded_host: prior("x-forwarded-host").or(host).cloned(),
         peer_trusted: trusted,
     }
 }
@@ -107,6 +107,7 @@ pub fn forwarding(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {
@@ -114,12 +115,19 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert(header::HOST, HeaderValue::from_static("gw.example.com"));
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let from_untrusted = forwarding(&h, "192.0.2.1".parse().unwrap(), &trusted, "http");
+        let host = h.get(header::HOST);
+        let from_untrusted = forwarding(&h, host, "192.0.2.1".parse().unwrap(), &trusted, "http");
         assert_eq!(from_untrusted.forwarded_for, "192.0.2.1");
         assert_eq!(from_untrusted.forwarded_host.unwrap(), "gw.example.com");
-        let from_proxy = forwarding(&h, "10.1.2.3".parse().unwrap(), &trusted, "http");
+        let from_proxy = forwarding(&h, host, "10.1.2.3".parse().unwrap(), &trusted, "http");
         assert_eq!(from_proxy.forwarded_for, "6.6.6.6, 10.1.2.3");
-        let mapped = forwarding(&h, "::ffff:10.0.0.1".parse().unwrap(), &trusted, "http");
+        let mapped = forwarding(
+            &h,
+            host,
+            "::ffff:10.0.0.1".parse().unwrap(),
+            &trusted,
+            "http",
+        );
         assert_eq!(mapped.forwarded_for, "6.6.6.6, 10.0.0.1");
     }
 

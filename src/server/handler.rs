@@ -47,6 +47,59 @@ impl Drop for InFlight {
     }
 }
 
+/// The answer to a request every route refuses, if it is one: a well-formed host (RFC 9112 §3.2:
+/// HTTP/1.1 requires exactly one valid `Host`) and a declared body size
+/// within `max_request_body`.
+fn rejection(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<Body>> {
+    // CONNECT would tunnel and TRACE reflects credentials (cross-site tracing):
+    // neither belongs behind an aggregation gateway, not even on `any:` routes.
+    if req.method() == http::Method::CONNECT || req.method() == http::Method::TRACE {
+        return Some(problem::problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            format!("{} is never forwarded", req.method()),
+            Map::new(),
+        ));
+    }
+    if req.uri().authority().is_none() {
+        let hosts = req.headers().get_all(header::HOST);
+        let mut iter = hosts.iter();
+        match (iter.next(), iter.next()) {
+            (None, None) if req.version() == http::Version::HTTP_11 => {
+                return Some(bad_request(
+                    "an HTTP/1.1 request needs a Host header".into(),
+                ));
+            }
+            (Some(h), None) => {
+                let valid = h
+                    .to_str()
+                    .ok()
+                    .and_then(|t| t.parse::<http::uri::Authority>().ok())
+                    .is_some();
+                if !valid {
+                    return Some(bad_request("the Host header is not a valid host".into()));
+                }
+            }
+            (Some(_), Some(_)) => return Some(bad_request("more than one Host header".into())),
+            _ => {}
+        }
+    }
+    let max = gw.plan.server.max_request_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Some(problem::problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large",
+            format!("the request body is larger than {max} bytes"),
+            Map::new(),
+        ));
+    }
+    None
+}
+
 /// Standard methods by name, anything else as `OTHER` (bounded labels).
 fn method_label(m: &http::Method) -> &'static str {
     use http::Method as M;
@@ -114,6 +167,9 @@ async fn serve_route(
     peer: SocketAddr,
     started: Instant,
 ) -> Response<Body> {
+    if let Some(resp) = rejection(gw, &req) {
+        return resp;
+    }
     let Some(limits) = &route.rate_limits else {
         return dispatch(gw, route, raw_params, req, peer, started).await;
     };
@@ -157,8 +213,13 @@ async fn dispatch(
     peer: SocketAddr,
     started: Instant,
 ) -> Response<Body> {
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let fwd = forwarding(
         req.headers(),
+        host.as_ref().or(req.headers().get(header::HOST)),
         peer.ip(),
         &gw.plan.server.trusted_proxies,
         "http",
@@ -175,6 +236,9 @@ async fn dispatch(
             let mut params = Vec::with_capacity(raw_params.len());
             for (name, raw) in route.params.iter().zip(&raw_params) {
                 match percent_encoding::percent_decode_str(raw).decode_utf8() {
+                    Ok(p) if p == "." || p == ".." => {
+                        return bad_request(format!("path parameter `{name}` cannot be `{p}`"));
+                    }
                     Ok(p) => params.push(p.into_owned()),
                     Err(_) => {
                         return bad_request(format!(
@@ -219,16 +283,21 @@ async fn aggregate(
             return resp;
         }
     };
-    let mut missing = Vec::new();
+    // Failed optional calls, and failed items of `for_each` calls that kept
+    // going (`keep_null`, `skip`), are what makes a response partial.
+    let mut missing: Vec<String> = Vec::new();
     let mut errors = Vec::new();
-    for (call, state) in agg.calls.iter().zip(&outcome.states) {
+    for (i, (call, state)) in agg.calls.iter().zip(&outcome.states).enumerate() {
+        let upstream = &gw.plan.upstreams[call.upstream].name;
         if let CallState::Failed(e) = state {
-            missing.push(call.name.as_str());
-            errors.push(call_error_json(
-                &call.name,
-                &gw.plan.upstreams[call.upstream].name,
-                e,
-            ));
+            missing.push(call.name.clone());
+            errors.push(call_error_json(&call.name, upstream, e));
+        }
+        for (item, e) in &outcome.item_errors[i] {
+            missing.push(format!("{}[{item}]", call.name));
+            let mut entry = call_error_json(&call.name, upstream, e);
+            entry["item"] = Value::from(*item);
+            errors.push(entry);
         }
     }
     let errors = Value::Array(errors);

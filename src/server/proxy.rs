@@ -2,15 +2,14 @@
 //! hop-by-hop headers are dropped and `X-Forwarded-*` set.
 
 use super::Gateway;
-use super::problem::{bad_request, call_failed, problem};
+use super::problem::{bad_request, call_failed};
 use crate::exec::eval::{Env, RequestView};
 use crate::exec::render::{self, Forwarding, Rendered};
 use crate::plan::{HOP_BY_HOP, ProxyPlan, RoutePlan};
 use crate::upstream::{Body, CallError};
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::Map;
 
 /// Forwards one request to the proxy route's upstream.
 pub async fn forward(
@@ -23,34 +22,27 @@ pub async fn forward(
 ) -> Response<Body> {
     let up = &gw.plan.upstreams[target.upstream];
     let max = gw.plan.server.max_request_body;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large",
-            format!("the request body is larger than {max} bytes"),
-            Map::new(),
-        );
-    }
     // The catch-all keeps its raw form (re-encoded per segment); other
     // parameters are decoded and encoded as one component.
-    let params: Vec<String> = raw_params
+    let params: Result<Vec<String>, String> = raw_params
         .iter()
         .enumerate()
         .map(|(i, raw)| {
             if i + 1 == raw_params.len() {
-                raw.to_string()
+                Ok(raw.to_string())
             } else {
                 percent_encoding::percent_decode_str(raw)
-                    .decode_utf8_lossy()
-                    .into_owned()
+                    .decode_utf8()
+                    .map(|p| p.into_owned())
+                    .map_err(|_| format!("path parameter {} is not UTF-8 once decoded", i + 1))
             }
         })
         .collect();
-    let view = RequestView::new(&params, None, req.headers());
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return bad_request(e),
+    };
+    let view = RequestView::new(&params, req.uri().query(), req.headers());
     let env = Env {
         request: &view,
         results: &[],
@@ -98,10 +90,18 @@ pub async fn forward(
             Err(_) => return call_failed("proxy", &up.name, &CallError::Timeout(timeout)),
         };
     let (parts, body) = resp.into_parts();
-    let mut resp = Response::new(
-        body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
-            .boxed(),
-    );
+    // The response streams through, capped at the upstream's `max_body`: a
+    // declared length over it is refused up front, a longer stream is cut.
+    let client = gw.upstreams.get(target.upstream);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > client.max_body) {
+        return call_failed("proxy", &up.name, &CallError::TooLarge(client.max_body));
+    }
+    let cap = usize::try_from(client.max_body).unwrap_or(usize::MAX);
+    let mut resp = Response::new(Limited::new(body, cap).boxed());
     *resp.status_mut() = parts.status;
     copy_end_to_end(&parts.headers, resp.headers_mut());
     resp

@@ -20,11 +20,27 @@ pub fn server_timing(agg: &Aggregate, outcome: &Outcome, total: Duration) -> Hea
             (Some(CallState::Failed(e)), None) => {
                 let _ = write!(s, "{};desc=\"{}\", ", call.name, e.kind());
             }
-            (_, Some(d)) => {
-                let _ = write!(s, "{};dur={:.1}, ", call.name, ms(d));
-            }
+            (_, Some(d)) => match outcome.item_errors.get(i).map_or(0, Vec::len) {
+                0 => {
+                    let _ = write!(s, "{};dur={:.1}, ", call.name, ms(d));
+                }
+                n => {
+                    let _ = write!(
+                        s,
+                        "{};dur={:.1};desc=\"{n} item(s) failed\", ",
+                        call.name,
+                        ms(d)
+                    );
+                }
+            },
             (Some(CallState::Done(_)), None) => {
                 let _ = write!(s, "{};dur=0;desc=\"not sent: empty list\", ", call.name);
+            }
+            (Some(CallState::Running), None) => {
+                let _ = write!(s, "{};desc=\"cancelled\", ", call.name);
+            }
+            (Some(CallState::NotRun), None) => {
+                let _ = write!(s, "{};desc=\"not started\", ", call.name);
             }
             _ => {}
         }

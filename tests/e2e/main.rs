@@ -5,6 +5,7 @@ mod common;
 mod demo;
 mod failures;
 mod graph;
+mod hardening;
 mod merge;
 mod metrics;
 mod proxy;
