@@ -388,7 +388,7 @@ impl Limiter {
     ) -> Decision {
         decided.sort_by_key(|p| p.route_index);
         let admitted = closed.is_empty() && decided.iter().all(|p| p.admits);
-        let mut items = Vec::with_capacity(decided.len());
+        let mut header = headers::RateLimitHeader::default();
         let mut violated = Vec::new();
         let mut retry_after = 0;
         for part in &decided {
@@ -416,7 +416,7 @@ impl Limiter {
                 retry_after =
                     retry_after.max(gcra::ceil_secs(gcra.retry_after(part.occupancy), units));
             }
-            items.push((policy.plan.name.as_str(), status, units));
+            header.push(&policy.plan.name, status, units);
         }
         for part in &closed {
             self.policies[part.policy]
@@ -441,7 +441,7 @@ impl Limiter {
         Decision {
             verdict,
             policy_header: limits.policy_header.clone(),
-            limit_header: headers::rate_limit(&items),
+            limit_header: header.finish(),
             redis_time,
         }
     }

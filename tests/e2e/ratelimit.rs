@@ -870,3 +870,30 @@ routes:
         "exact again: {runs:?}"
     );
 }
+
+// A gateway whose Redis is down from the start still serves: the policy
+// runs on its in-process fallback, limited, never unlimited, never 5xx.
+#[tokio::test]
+async fn a_gateway_starts_and_limits_while_its_redis_is_down() {
+    let up = upstream().await;
+    let nobody = free_addr();
+    let gw = TestGateway::start(&format!(
+        r#"
+upstreams: {{ u: {{ url: "{}" }} }}
+redis: {{ url: "redis://{nobody}", timeout: 200ms }}
+rate_limits:
+  down_from_start: {{ key: client_ip, rate: 3/1h, store: redis }}
+routes:
+  - get: /a
+    rate_limit: down_from_start
+    calls: {{ a: {{ get: "u:/a" }} }}
+"#,
+        up.url()
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(gw.get("/a").await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
