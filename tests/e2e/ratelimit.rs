@@ -897,3 +897,38 @@ routes:
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }
+
+// `explain` lists a route's rate limit policies before its call graph.
+#[test]
+fn explain_lists_a_routes_rate_limits() {
+    let config =
+        std::env::temp_dir().join(format!("switchyard-explain-rl-{}.yaml", std::process::id()));
+    std::fs::write(
+        &config,
+        r#"
+upstreams: { u: { url: "http://127.0.0.1:9" } }
+redis: { url: "redis://127.0.0.1:9" }
+rate_limits:
+  per_client: { key: ["header:x-api-key", client_ip], rate: 100/1m, burst: 20 }
+  orders_global: { key: global, rate: 500/1s, store: redis, on_redis_error: fail_closed }
+routes:
+  - get: /a/{id}
+    rate_limit: [per_client, orders_global]
+    calls: { a: { get: "u:/a/{path.id}" } }
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg("/a/{id}")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rate limit per_client: 100/60s, burst 20, in-process; key header:x-api-key else client_ip\n")
+            && text.contains("rate limit orders_global: 500/1s, burst 500, redis (503 while redis fails); key global\n"),
+        "{text}"
+    );
+}
