@@ -72,6 +72,11 @@ fn main() {
 }
 
 fn compile(redis: Option<&str>) -> Plan {
+    compile_with(redis, "1000000/1s")
+}
+
+/// The bench route's policy with `rate` (a slow rate keeps every key live).
+fn compile_with(redis: Option<&str>, rate: &str) -> Plan {
     let redis_section = redis.map_or(String::new(), |url| {
         format!("redis: {{ url: \"{url}\", timeout: 1s }}\n")
     });
@@ -80,7 +85,7 @@ fn compile(redis: Option<&str>) -> Plan {
         r#"
 upstreams: {{ u: {{ url: "http://127.0.0.1:9" }} }}
 {redis_section}rate_limits:
-  bench: {{ key: ["header:x-api-key", client_ip], rate: 1000000/1s, store: {store} }}
+  bench: {{ key: ["header:x-api-key", client_ip], rate: {rate}, store: {store} }}
 routes:
   - get: /a
     rate_limit: bench
@@ -305,7 +310,7 @@ fn micro(
 
     // 4. Memory for distinct live keys.
     println!("\n== memory: {memory_keys} distinct live keys in one in-process store");
-    let plan = compile(None);
+    let plan = compile_with(None, "1/1h");
     let limits = plan.routes[0].rate_limits.as_ref().expect("limited route");
     let limiter = Limiter::new(&plan.limits);
     let before = rss_bytes();

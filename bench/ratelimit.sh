@@ -60,7 +60,7 @@ command -v redis-server >/dev/null || fail "redis-server is needed (apt-get inst
 echo "== building release binaries"
 cargo build --release --bins --quiet
 echo "placement: $PLACEMENT"
-echo "machine: $(nproc --all 2>/dev/null || echo '?') CPUs; logs in $LOGS"
+echo "machine: $(nproc --all 2>/dev/null || echo '?') CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg); logs in $LOGS"
 
 REDIS_PORT="$(free_port)"
 "${PIN_B[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
@@ -91,13 +91,13 @@ rate_limits:
   bench_redis: { key: ["header:x-api-key", client_ip], rate: 1000000000/1s, store: redis }
 routes:
   - get: /unlimited/{id}
-    calls: { item: { get: "items:/items/{path.id}" } }
+    calls: { thing: { get: "items:/items/{path.id}" } }
   - get: /limited/{id}
     rate_limit: bench_memory
-    calls: { item: { get: "items:/items/{path.id}" } }
+    calls: { thing: { get: "items:/items/{path.id}" } }
   - get: /redis-limited/{id}
     rate_limit: bench_redis
-    calls: { item: { get: "items:/items/{path.id}" } }
+    calls: { thing: { get: "items:/items/{path.id}" } }
 EOF
 "${PIN_A[@]}" "$BIN/switchyard" run --config "$CONFIG" >"$LOGS/gateway.log" 2>&1 &
 GW_PID=$!
@@ -124,3 +124,5 @@ compare() {
 compare '/limited/{id}'
 echo
 compare '/redis-limited/{id}'
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine moves every figure)"

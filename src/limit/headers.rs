@@ -9,25 +9,45 @@ use super::gcra::{Status, ceil_secs};
 use http::HeaderValue;
 use std::fmt::Write;
 
+/// Builds a `RateLimit` value item by item.
+#[derive(Default)]
+pub struct RateLimitHeader {
+    text: String,
+}
+
+impl RateLimitHeader {
+    /// Adds the item of one policy; `units` is the status's time units per second.
+    pub fn push(&mut self, name: &str, status: Status, units: u64) {
+        if self.text.is_empty() {
+            self.text.reserve(name.len() + 24);
+        } else {
+            self.text.push_str(", ");
+        }
+        let _ = write!(
+            self.text,
+            "\"{name}\";r={};t={}",
+            status.remaining,
+            ceil_secs(status.reset, units)
+        );
+    }
+
+    /// The header value; `None` when no item was added.
+    pub fn finish(self) -> Option<HeaderValue> {
+        if self.text.is_empty() {
+            return None;
+        }
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(self.text)).ok()
+    }
+}
+
 /// The `RateLimit` value for (policy name, status, time units per second)
 /// items; `None` when there are none.
 pub fn rate_limit(items: &[(&str, Status, u64)]) -> Option<HeaderValue> {
-    if items.is_empty() {
-        return None;
+    let mut h = RateLimitHeader::default();
+    for (name, status, units) in items {
+        h.push(name, *status, *units);
     }
-    let mut s = String::with_capacity(32 * items.len());
-    for (i, (name, status, units)) in items.iter().enumerate() {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        let _ = write!(
-            s,
-            "\"{name}\";r={};t={}",
-            status.remaining,
-            ceil_secs(status.reset, *units)
-        );
-    }
-    HeaderValue::from_str(&s).ok()
+    h.finish()
 }
 
 #[cfg(test)]

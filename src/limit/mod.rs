@@ -66,6 +66,7 @@ struct Policy {
     local: MemoryStore,
     /// The label of `local` in metrics.
     local_label: &'static str,
+    metrics: telemetry::RatelimitMetrics,
 }
 
 /// Every policy of a plan, with their stores.
@@ -158,6 +159,7 @@ impl Limiter {
             .policies
             .iter()
             .map(|p| Policy {
+                metrics: telemetry::RatelimitMetrics::new(&p.name),
                 plan: p.clone(),
                 local_gcra: Gcra::new(p.rate, p.burst, NANOS),
                 redis_gcra: Gcra::new(p.rate, p.burst, redis::UNITS_PER_SEC),
@@ -226,7 +228,7 @@ impl Limiter {
             let policy = &self.policies[bound.policy];
             let key = key::bucket_key(&bound.key, &req);
             if policy.bypasses(&key, peer) {
-                telemetry::ratelimit_decision(&policy.plan.name, policy.local_label, "bypassed");
+                policy.metrics.decision(policy.local_label, "bypassed");
                 continue;
             }
             let part = Part {
@@ -255,16 +257,14 @@ impl Limiter {
                 _ => memory.push(part),
             }
         }
-        let mut decided: Vec<Part> = Vec::with_capacity(limits.policies.len());
         // 1. In-process buckets: check all, commit only if all admit.
         if !self.decide_local(&mut memory, now) {
-            decided.extend(memory);
-            return self.finish(limits, decided, None, Vec::new());
+            return self.finish(limits, memory, None, Vec::new());
         }
-        decided.extend(memory.iter().copied());
         let Some(redis) = self.redis.as_ref().filter(|_| !remote.is_empty()) else {
-            return self.finish(limits, decided, None, Vec::new());
+            return self.finish(limits, memory, None, Vec::new());
         };
+        let mut decided = memory.clone();
         // 2. Redis buckets: one script, atomic.
         let buckets: Vec<redis::ScriptBucket> = remote
             .iter()
@@ -307,11 +307,9 @@ impl Limiter {
                             store: Store::Fallback,
                             ..part
                         }),
-                        OnRedisError::FailOpen => telemetry::ratelimit_decision(
-                            &policy.plan.name,
-                            Store::Redis.label(),
-                            "fail_open",
-                        ),
+                        OnRedisError::FailOpen => {
+                            policy.metrics.decision(Store::Redis.label(), "fail_open")
+                        }
                         OnRedisError::FailClosed => closed.push(part),
                     }
                 }
@@ -332,13 +330,27 @@ impl Limiter {
     /// order, so two requests never wait on each other crosswise); writes
     /// them only if every one admits. Returns whether all admitted.
     fn decide_local(&self, parts: &mut [Part], now: u64) -> bool {
+        if let [part] = parts {
+            // The common case, one bucket: no lock list to keep.
+            let policy = &self.policies[part.policy];
+            let (mut bucket, dropped) = policy.local.lock(part.fingerprint, now);
+            if dropped > 0 {
+                policy.metrics.keys(policy.local_label, -(dropped as f64));
+            }
+            part.occupancy = Gcra::occupancy(bucket.tat(), now);
+            part.admits = policy.local_gcra.admits(part.occupancy);
+            if part.admits && bucket.set(policy.local_gcra.next_tat(part.occupancy, now)) {
+                policy.metrics.keys(policy.local_label, 1.0);
+            }
+            return part.admits;
+        }
         parts.sort_by_key(|p| p.policy);
         let mut locked = Vec::with_capacity(parts.len());
         for part in parts.iter_mut() {
             let policy = &self.policies[part.policy];
             let (bucket, dropped) = policy.local.lock(part.fingerprint, now);
             if dropped > 0 {
-                telemetry::ratelimit_keys(&policy.plan.name, policy.local_label, -(dropped as f64));
+                policy.metrics.keys(policy.local_label, -(dropped as f64));
             }
             part.occupancy = Gcra::occupancy(bucket.tat(), now);
             part.admits = policy.local_gcra.admits(part.occupancy);
@@ -349,7 +361,7 @@ impl Limiter {
             for (part, bucket) in parts.iter().zip(locked.iter_mut()) {
                 let policy = &self.policies[part.policy];
                 if bucket.set(policy.local_gcra.next_tat(part.occupancy, now)) {
-                    telemetry::ratelimit_keys(&policy.plan.name, policy.local_label, 1.0);
+                    policy.metrics.keys(policy.local_label, 1.0);
                 }
             }
         }
@@ -376,7 +388,7 @@ impl Limiter {
     ) -> Decision {
         decided.sort_by_key(|p| p.route_index);
         let admitted = closed.is_empty() && decided.iter().all(|p| p.admits);
-        let mut items = Vec::with_capacity(decided.len());
+        let mut header = headers::RateLimitHeader::default();
         let mut violated = Vec::new();
         let mut retry_after = 0;
         for part in &decided {
@@ -392,7 +404,7 @@ impl Limiter {
             } else {
                 "not_counted"
             };
-            telemetry::ratelimit_decision(&policy.plan.name, part.store.label(), outcome);
+            policy.metrics.decision(part.store.label(), outcome);
             let occupancy = if admitted {
                 part.occupancy + gcra.interval
             } else {
@@ -404,14 +416,12 @@ impl Limiter {
                 retry_after =
                     retry_after.max(gcra::ceil_secs(gcra.retry_after(part.occupancy), units));
             }
-            items.push((policy.plan.name.as_str(), status, units));
+            header.push(&policy.plan.name, status, units);
         }
         for part in &closed {
-            telemetry::ratelimit_decision(
-                &self.policies[part.policy].plan.name,
-                Store::Redis.label(),
-                "fail_closed",
-            );
+            self.policies[part.policy]
+                .metrics
+                .decision(Store::Redis.label(), "fail_closed");
         }
         let verdict = if !closed.is_empty() {
             Verdict::Unavailable {
@@ -431,7 +441,7 @@ impl Limiter {
         Decision {
             verdict,
             policy_header: limits.policy_header.clone(),
-            limit_header: headers::rate_limit(&items),
+            limit_header: header.finish(),
             redis_time,
         }
     }

@@ -256,7 +256,7 @@ impl Compiler {
         }
         let plan = PolicyPlan {
             name: name.to_string(),
-            key_text: p.key.value.names().join(", "),
+            key_text: p.key.value.names().join(" else "),
             rate,
             burst,
             store,
@@ -368,6 +368,38 @@ impl Compiler {
                 );
             }
         }
+    }
+}
+
+/// `explain`'s line per rate limit policy of a route, before its call graph:
+/// `rate limit per_client: 100/1m, burst 20, memory; key header:x-api-key, client_ip`.
+pub(super) fn explain(plan: &super::Plan, route: &super::RoutePlan, out: &mut String) {
+    let Some(limits) = &route.rate_limits else {
+        return;
+    };
+    for bound in &limits.policies {
+        let p = &plan.limits.policies[bound.policy];
+        let store = match (p.store, p.on_redis_error) {
+            (LimitStore::Memory, _) => "in-process".to_string(),
+            (LimitStore::Redis, OnRedisError::Local) => {
+                "redis (in-process while redis fails)".to_string()
+            }
+            (LimitStore::Redis, OnRedisError::FailOpen) => {
+                "redis (open while redis fails)".to_string()
+            }
+            (LimitStore::Redis, OnRedisError::FailClosed) => {
+                "redis (503 while redis fails)".to_string()
+            }
+        };
+        let _ = writeln!(
+            out,
+            "rate limit {}: {}/{}s, burst {}, {store}; key {}",
+            p.name,
+            p.rate.count,
+            p.rate.period.as_secs(),
+            p.burst,
+            p.key_text
+        );
     }
 }
 

@@ -190,23 +190,78 @@ pub fn in_flight(delta: f64) {
 /// but one line per interval says so (a Redis outage must not flood the log).
 const BACKEND_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A rate limit policy decided a request. `store` is `memory`, `redis` or
-/// `local_fallback` (Redis unreachable); `outcome` is `admitted`, `limited`,
-/// `bypassed` (allow-listed), `not_counted` (another policy limited it),
-/// `fail_open` or `fail_closed`.
-pub fn ratelimit_decision(policy: &str, store: &'static str, outcome: &'static str) {
-    let labels = [
-        ("policy", policy.to_string()),
-        ("store", store.to_string()),
-        ("outcome", outcome.to_string()),
-    ];
-    metrics::counter!("switchyard_ratelimit_decisions_total", &labels).increment(1);
+/// Where a rate limit decision was made (the `store` label).
+pub const RATELIMIT_STORES: [&str; 3] = ["memory", "redis", "local_fallback"];
+/// How a policy decided a request (the `outcome` label): `admitted`,
+/// `limited`, `bypassed` (allow-listed), `not_counted` (another policy
+/// limited it), `fail_open`, `fail_closed` (Redis unreachable).
+pub const RATELIMIT_OUTCOMES: [&str; 6] = [
+    "admitted",
+    "limited",
+    "bypassed",
+    "not_counted",
+    "fail_open",
+    "fail_closed",
+];
+
+/// One rate limit policy's metrics. Handles are registered on first use (by
+/// then the recorder is installed) and kept, so a decision costs an atomic
+/// add, not a registry lookup.
+pub struct RatelimitMetrics {
+    policy: String,
+    decisions: [[OnceLock<metrics::Counter>; RATELIMIT_OUTCOMES.len()]; RATELIMIT_STORES.len()],
+    keys: [OnceLock<metrics::Gauge>; RATELIMIT_STORES.len()],
 }
 
-/// Buckets an in-process store holds for a policy went up or down.
-pub fn ratelimit_keys(policy: &str, store: &'static str, delta: f64) {
-    let labels = [("policy", policy.to_string()), ("store", store.to_string())];
-    metrics::gauge!("switchyard_ratelimit_keys", &labels).increment(delta);
+impl RatelimitMetrics {
+    /// Metrics of the policy named `policy`.
+    pub fn new(policy: &str) -> RatelimitMetrics {
+        RatelimitMetrics {
+            policy: policy.to_string(),
+            decisions: Default::default(),
+            keys: Default::default(),
+        }
+    }
+
+    /// A request was decided: `switchyard_ratelimit_decisions_total{policy,store,outcome}`.
+    /// `store` is one of `RATELIMIT_STORES`, `outcome` one of `RATELIMIT_OUTCOMES`.
+    pub fn decision(&self, store: &'static str, outcome: &'static str) {
+        let s = RATELIMIT_STORES
+            .iter()
+            .position(|x| *x == store)
+            .unwrap_or(0);
+        let o = RATELIMIT_OUTCOMES
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or(0);
+        self.decisions[s][o]
+            .get_or_init(|| {
+                let labels = [
+                    ("policy", self.policy.clone()),
+                    ("store", store.to_string()),
+                    ("outcome", outcome.to_string()),
+                ];
+                metrics::counter!("switchyard_ratelimit_decisions_total", &labels)
+            })
+            .increment(1);
+    }
+
+    /// Buckets held in process went up or down: `switchyard_ratelimit_keys{policy,store}`.
+    pub fn keys(&self, store: &'static str, delta: f64) {
+        let s = RATELIMIT_STORES
+            .iter()
+            .position(|x| *x == store)
+            .unwrap_or(0);
+        self.keys[s]
+            .get_or_init(|| {
+                let labels = [
+                    ("policy", self.policy.clone()),
+                    ("store", store.to_string()),
+                ];
+                metrics::gauge!("switchyard_ratelimit_keys", &labels)
+            })
+            .increment(delta);
+    }
 }
 
 /// The rate limit backend (Redis) failed a decision; `first` when this

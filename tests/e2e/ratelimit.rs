@@ -870,3 +870,65 @@ routes:
         "exact again: {runs:?}"
     );
 }
+
+// A gateway whose Redis is down from the start still serves: the policy
+// runs on its in-process fallback, limited, never unlimited, never 5xx.
+#[tokio::test]
+async fn a_gateway_starts_and_limits_while_its_redis_is_down() {
+    let up = upstream().await;
+    let nobody = free_addr();
+    let gw = TestGateway::start(&format!(
+        r#"
+upstreams: {{ u: {{ url: "{}" }} }}
+redis: {{ url: "redis://{nobody}", timeout: 200ms }}
+rate_limits:
+  down_from_start: {{ key: client_ip, rate: 3/1h, store: redis }}
+routes:
+  - get: /a
+    rate_limit: down_from_start
+    calls: {{ a: {{ get: "u:/a" }} }}
+"#,
+        up.url()
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(gw.get("/a").await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
+
+// `explain` lists a route's rate limit policies before its call graph.
+#[test]
+fn explain_lists_a_routes_rate_limits() {
+    let config =
+        std::env::temp_dir().join(format!("switchyard-explain-rl-{}.yaml", std::process::id()));
+    std::fs::write(
+        &config,
+        r#"
+upstreams: { u: { url: "http://127.0.0.1:9" } }
+redis: { url: "redis://127.0.0.1:9" }
+rate_limits:
+  per_client: { key: ["header:x-api-key", client_ip], rate: 100/1m, burst: 20 }
+  orders_global: { key: global, rate: 500/1s, store: redis, on_redis_error: fail_closed }
+routes:
+  - get: /a/{id}
+    rate_limit: [per_client, orders_global]
+    calls: { a: { get: "u:/a/{path.id}" } }
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg("/a/{id}")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rate limit per_client: 100/60s, burst 20, in-process; key header:x-api-key else client_ip\n")
+            && text.contains("rate limit orders_global: 500/1s, burst 500, redis (503 while redis fails); key global\n"),
+        "{text}"
+    );
+}
