@@ -5,6 +5,7 @@ pub mod compose;
 pub mod config;
 pub mod demo;
 pub mod exec;
+pub mod limit;
 pub mod plan;
 pub mod server;
 pub mod telemetry;

@@ -3,9 +3,26 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard::plan::{self, LoadError, Plan};
 use switchyard::server::{self, Gateway};
+
+/// `println!` that does not panic when stdout is closed (piped into `head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that does not panic when stderr is closed.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 
 /// The bundled demo config, so `demo` works from any directory.
 const SHOP_YAML: &str = include_str!("../examples/shop.yaml");
@@ -55,7 +72,8 @@ enum Command {
         /// Run only the demo services (e.g. to run the gateway in another process).
         #[arg(long)]
         upstreams_only: bool,
-        /// Port of the customers service; orders, shipping and products take the next three.
+        /// Port of the first service (customers; the others follow); 0 picks
+        /// free ports, for `--upstreams-only` next to other instances.
         #[arg(long, default_value_t = 9101)]
         base_port: u16,
     },
@@ -66,7 +84,7 @@ fn main() -> std::process::ExitCode {
     match execute(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -96,12 +114,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     known.join(", ")
                 );
             };
-            print!("{}", plan::explain(&plan, r));
+            out!("{}", plan::explain(&plan, r).trim_end());
             Ok(())
         }
         Command::Schema => {
             let schema = schemars::schema_for!(switchyard::config::RawConfig);
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            out!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
         Command::Demo {
@@ -124,11 +142,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
     match plan::load(path) {
         Ok((plan, report)) => {
-            eprint!("{report}");
+            if !report.warnings.is_empty() {
+                err!("{}", report.to_string().trim_end());
+            }
             Ok(plan)
         }
         Err(LoadError::Invalid(report)) => {
-            eprint!("{report}");
+            err!("{}", report.to_string().trim_end());
             bail!(
                 "{}: {} error(s), not loaded",
                 report.file,
@@ -136,7 +156,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
             )
         }
         Err(LoadError::Config(e)) => {
-            eprintln!("{e}");
+            err!("{e}");
             bail!("{}: not loaded", path.display())
         }
     }
@@ -144,7 +164,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Plan> {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let plan = load(path)?;
-    println!(
+    out!(
         "{}: ok ({} upstream(s), {} route(s))",
         path.display(),
         plan.upstreams.len(),
@@ -154,27 +174,37 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn run(plan: Plan) -> anyhow::Result<()> {
-    let (gateway, admin) = start(plan).await?;
+    let (gateway, admin, gw) = start(plan).await?;
     tracing::info!(addr = %gateway.addr(), admin = %admin.addr(), "switchyard listening");
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
-    gateway.shutdown().await;
-    admin.shutdown().await;
+    stop(gateway, admin, gw).await;
     Ok(())
 }
 
-/// Binds the gateway and admin listeners of a plan.
-async fn start(plan: Plan) -> anyhow::Result<(server::RunningServer, server::RunningServer)> {
+/// Binds the admin and gateway listeners of a plan. The admin listener comes
+/// first, so `/readyz` says "starting" until the gateway's port is bound.
+async fn start(
+    plan: Plan,
+) -> anyhow::Result<(server::RunningServer, server::RunningServer, Arc<Gateway>)> {
     let (listen, admin_listen) = (plan.server.listen, plan.server.admin_listen);
+    let gw = Gateway::try_new(plan)?;
     let admin = tokio::net::TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
-    let gateway = Gateway::new(plan);
-    let admin = switchyard::admin::serve_with_cache(admin, Some(gateway.cache.clone()))?;
-    let gateway = server::bind(gateway, listen)
+    let admin = switchyard::admin::serve_gateway(admin, gw.clone())?;
+    let gateway = server::bind(gw.clone(), listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    Ok((gateway, admin))
+    Ok((gateway, admin, gw))
+}
+
+/// Drains the gateway (readiness turns "draining" at once), stops the admin
+/// listener, and flushes spans still waiting for export.
+async fn stop(gateway: server::RunningServer, admin: server::RunningServer, gw: Arc<Gateway>) {
+    gateway.shutdown().await;
+    admin.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || gw.telemetry.shutdown()).await;
 }
 
 async fn shutdown_signal() {
@@ -217,7 +247,7 @@ async fn demo(
             base_port.saturating_add(3)
         )
     })?;
-    println!(
+    out!(
         "demo services: customers http://{}  orders http://{}  shipping http://{}  products http://{}  (latency {}, jitter {})",
         services.customers,
         services.orders,
@@ -238,19 +268,21 @@ async fn demo(
             Err(e) => bail!("the bundled config does not compile: {e}"),
         },
     };
-    let (running, admin) = start(plan).await?;
+    let (running, admin, gw) = start(plan).await?;
     let base = format!("http://{}", running.addr());
-    println!("gateway: {base}  — try:");
-    println!("  curl -i {base}/customers/42/summary");
-    println!("  curl -i {base}/customers/42/products");
-    println!("  curl -i {base}/orders/1");
-    println!("  curl -i {base}/customers/42");
-    println!("  curl -i {base}/catalog/7");
-    println!("metrics: http://{}/metrics", admin.addr());
-    println!("press Ctrl-C to stop");
+    out!("gateway: {base}  — try:");
+    out!("  curl -i {base}/customers/42/summary");
+    out!("  curl -i {base}/customers/42/products");
+    out!("  curl -i {base}/orders/1");
+    out!("  curl -i {base}/customers/42");
+    out!("  curl -i {base}/catalog/7");
+    out!(
+        "metrics: http://{0}/metrics  dashboard: http://{0}/dashboard",
+        admin.addr()
+    );
+    out!("press Ctrl-C to stop");
     shutdown_signal().await;
-    running.shutdown().await;
-    admin.shutdown().await;
+    stop(running, admin, gw).await;
     services.shutdown().await;
     Ok(())
 }

@@ -34,7 +34,7 @@ mod route;
 
 pub use encoding::accepts_gzip;
 pub use memory::Purge;
-pub use route::{Parts, RouteAnswer, RouteServed, render_tags, route_parts};
+pub use route::{Parts, RouteAnswer, RouteOutcome, RouteServed, render_tags, route_parts};
 
 use crate::plan::Plan;
 use crate::telemetry::{self, CacheLookup};
@@ -140,8 +140,8 @@ impl Cache {
     pub fn new(plan: &Plan) -> Cache {
         let memory = Arc::new(MemoryTier::new(plan.cache.max_bytes));
         let runtime = tokio::runtime::Handle::try_current().is_ok();
-        let redis = match (&plan.redis, plan.cache.redis, runtime) {
-            (Some(r), true, true) => match redis::RedisTier::new(&r.url) {
+        let redis = match (&plan.limits.redis, plan.cache.redis, runtime) {
+            (Some(r), true, true) => match redis::RedisTier::new(&r.url, &r.key_prefix) {
                 Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
                     tracing::warn!(error = %e, "Redis cache tier disabled: cannot use its URL");

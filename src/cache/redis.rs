@@ -1,9 +1,10 @@
 //! The shared tier (L2) in Redis, and the purge broadcast over pub/sub.
 //!
-//! Layout: `switchyard:cache:e:KEY` holds an `Entry` record with a PX expiry
-//! at the end of its last stale window; `switchyard:cache:t:TAG` is the set of
-//! keys with that tag. Purges are published on `switchyard:cache:purge`;
-//! every instance (this one included) applies them to its in-process tier.
+//! Layout (PREFIX is `redis.key_prefix`, default `switchyard`, as a hash
+//! tag): `{PREFIX}:cache:e:KEY` holds an `Entry` record with a PX expiry at
+//! the end of its last stale window; `{PREFIX}:cache:t:TAG` is the set of
+//! keys with that tag. Purges are published on `{PREFIX}:cache:purge`; every
+//! instance (this one included) applies them to its in-process tier.
 //!
 //! Every Redis failure degrades to "not found" plus a metric and a
 //! rate-limited log line: a request never fails because Redis did. After a
@@ -21,12 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// Prefix of entry keys.
-const ENTRY: &str = "switchyard:cache:e:";
-/// Prefix of tag sets.
-const TAG: &str = "switchyard:cache:t:";
-/// The purge broadcast channel.
-pub const CHANNEL: &str = "switchyard:cache:purge";
 /// Longest one Redis command may take: a cache lookup must cost far less
 /// than the upstream call it would save.
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -49,12 +44,18 @@ pub struct RedisTier {
     log: LogLimiter,
     /// Identifies this instance's broadcasts.
     origin: String,
+    /// `{PREFIX}:cache:e:`: entry keys.
+    entry: String,
+    /// `{PREFIX}:cache:t:`: tag sets.
+    tag: String,
+    /// `{PREFIX}:cache:purge`: the purge broadcast channel.
+    channel: String,
 }
 
 impl RedisTier {
     /// A tier for `url`; connects lazily (a Redis that is down at start is
     /// only a miss). Needs a tokio runtime.
-    pub fn new(url: &str) -> redis::RedisResult<RedisTier> {
+    pub fn new(url: &str, key_prefix: &str) -> redis::RedisResult<RedisTier> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(OP_TIMEOUT))
@@ -69,6 +70,9 @@ impl RedisTier {
             down_until: AtomicU64::new(0),
             log: LogLimiter::default(),
             origin,
+            entry: format!("{{{key_prefix}}}:cache:e:"),
+            tag: format!("{{{key_prefix}}}:cache:t:"),
+            channel: format!("{{{key_prefix}}}:cache:purge"),
         })
     }
 
@@ -76,7 +80,7 @@ impl RedisTier {
     pub async fn get(&self, key: &str) -> Option<Entry> {
         let bytes: Vec<u8> = self
             .run("get", |mut c| {
-                let k = format!("{ENTRY}{key}");
+                let k = format!("{}{key}", self.entry);
                 async move { c.get::<_, Option<Vec<u8>>>(k).await }
             })
             .await
@@ -94,13 +98,13 @@ impl RedisTier {
         let tag_secs = ttl_ms.div_ceil(1000);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
-            .arg(format!("{ENTRY}{key}"))
+            .arg(format!("{}{key}", self.entry))
             .arg(record)
             .arg("PX")
             .arg(ttl_ms)
             .ignore();
         for tag in &entry.tags {
-            let t = format!("{TAG}{tag}");
+            let t = format!("{}{tag}", self.tag);
             pipe.cmd("SADD").arg(&t).arg(key).ignore();
             // A tag set lives as long as its longest-lived member: set an
             // expiry if it has none, extend it if this one is later.
@@ -118,25 +122,31 @@ impl RedisTier {
         match purge {
             Purge::Key(k) => {
                 let base = super::key::base(k);
-                let exact = format!("{ENTRY}{base}");
+                let exact = format!("{}{base}", self.entry);
                 let mut n: u64 = self
                     .run("purge", |mut c| async move { c.del(exact).await })
                     .await?;
-                let pattern = format!("{ENTRY}{}{}*", glob_escape(base), super::key::VARIANT);
+                let pattern = format!(
+                    "{}{}{}*",
+                    glob_escape(&self.entry),
+                    glob_escape(base),
+                    super::key::VARIANT
+                );
                 n += self.delete_matching(pattern).await?;
                 Some(n)
             }
             Purge::Prefix(p) => {
-                self.delete_matching(format!("{ENTRY}{}*", glob_escape(p)))
+                self.delete_matching(format!("{}{}*", glob_escape(&self.entry), glob_escape(p)))
                     .await
             }
             Purge::Tag(t) => {
-                let set = format!("{TAG}{t}");
+                let set = format!("{}{t}", self.tag);
                 let s = set.clone();
                 let keys: Vec<String> = self
                     .run("purge", |mut c| async move { c.smembers(s).await })
                     .await?;
-                let mut doomed: Vec<String> = keys.iter().map(|k| format!("{ENTRY}{k}")).collect();
+                let mut doomed: Vec<String> =
+                    keys.iter().map(|k| format!("{}{k}", self.entry)).collect();
                 doomed.push(set);
                 let n: u64 = self
                     .run("purge", |mut c| async move { c.del(doomed).await })
@@ -181,8 +191,9 @@ impl RedisTier {
     /// Tells every instance about a purge; `false` when Redis failed.
     pub async fn publish(&self, purge: &Purge) -> bool {
         let message = format!("{}\n{}\n{}", self.origin, purge.kind(), purge.value());
+        let channel = self.channel.clone();
         self.run("publish", |mut c| async move {
-            c.publish::<_, _, ()>(CHANNEL, message).await
+            c.publish::<_, _, ()>(channel, message).await
         })
         .await
         .is_some()
@@ -197,11 +208,11 @@ impl RedisTier {
             let mut lost = false;
             loop {
                 let Some(tier) = me.upgrade() else { return };
-                let client = tier.client.clone();
+                let (client, channel) = (tier.client.clone(), tier.channel.clone());
                 drop(tier);
                 let subscribed = async {
                     let mut ps = client.get_async_pubsub().await?;
-                    ps.subscribe(CHANNEL).await?;
+                    ps.subscribe(channel).await?;
                     Ok::<_, redis::RedisError>(ps)
                 };
                 match tokio::time::timeout(OP_TIMEOUT * 4, subscribed).await {

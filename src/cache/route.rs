@@ -123,6 +123,12 @@ pub(super) enum RouteFetched {
 /// A cached route's response, ready to send.
 pub type RouteServed = Response<Body>;
 
+/// How the route cache answered (a response extension, for the request's
+/// telemetry record): `hit`, `hit-redis`, `miss`, `collapsed`, `stale`,
+/// `stale-if-error` or `bypass` (the client sent `no-store`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteOutcome(pub &'static str);
+
 impl Cache {
     /// Answers a GET on a cached route. `compute` runs the route (its calls
     /// and composition); it runs only when this request leads a flight.
@@ -141,7 +147,7 @@ impl Cache {
         if request_no_store {
             events.store_skipped(SkipReason::RequestNoStore.label());
             let a = compute().await;
-            return out.unstored(&a, "fwd=request; detail=no-store");
+            return out.unstored(&a, "fwd=request; detail=no-store", "bypass");
         }
         let now = now_ms();
         let mut fallback = None;
@@ -227,7 +233,7 @@ impl Cache {
                     // Meant for one client: the others compute their own.
                     events.lookup(CacheLookup::Miss);
                     let mine = own().await;
-                    return out.unstored(&mine, "fwd=uri-miss; detail=private");
+                    return out.unstored(&mine, "fwd=uri-miss; detail=private", "miss");
                 }
                 let lookup = if leader {
                     CacheLookup::Miss
@@ -240,7 +246,7 @@ impl Cache {
                     "fwd=uri-miss{collapsed}; detail={}",
                     reason.label().replace('_', "-")
                 );
-                out.unstored(&a, &status)
+                out.unstored(&a, &status, if leader { "miss" } else { "collapsed" })
             }
         }
     }
@@ -374,6 +380,7 @@ impl Out<'_> {
         let mut resp = Response::new(upstream::full(e.body.clone()));
         *resp.status_mut() = e.status;
         *resp.headers_mut() = headers;
+        resp.extensions_mut().insert(RouteOutcome("hit"));
         resp
     }
 
@@ -393,7 +400,7 @@ impl Out<'_> {
         &self,
         e: &Entry,
         now: u64,
-        desc: &str,
+        desc: &'static str,
         timing: Option<HeaderValue>,
         status: impl FnOnce(&mut String, &Freshness),
     ) -> RouteServed {
@@ -412,12 +419,13 @@ impl Out<'_> {
         cs.push_str(CACHE_NAME);
         status(&mut cs, &e.freshness);
         self.common(h, &cs, desc, timing);
+        resp.extensions_mut().insert(RouteOutcome(desc));
         resp
     }
 
     /// An answer that was not stored, as a response: downstream caches
     /// must not keep it either.
-    fn unstored(&self, a: &RouteAnswer, status: &str) -> RouteServed {
+    fn unstored(&self, a: &RouteAnswer, status: &str, desc: &'static str) -> RouteServed {
         let mut resp = Response::new(upstream::full(a.body.clone()));
         *resp.status_mut() = a.status;
         let h = resp.headers_mut();
@@ -427,7 +435,8 @@ impl Out<'_> {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let cs = format!("{CACHE_NAME}; {status}");
         let timing = h.remove(SERVER_TIMING);
-        self.common(h, &cs, "miss", timing);
+        self.common(h, &cs, desc, timing);
+        resp.extensions_mut().insert(RouteOutcome(desc));
         resp
     }
 

@@ -43,13 +43,35 @@ impl<T: JsonSchema> JsonSchema for Sp<T> {
 }
 
 /// A byte size: a number of bytes or a string such as `512KiB`, `8MiB`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SizeValue {
     /// A plain number of bytes.
     Bytes(u64),
     /// A number with a unit.
     Text(String),
+}
+
+/// Hand-written so that a wrong value gets a plain message rather than
+/// serde's "did not match any variant of untagged enum".
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a size: a number of bytes, or a number with KiB, MiB or GiB (e.g. 8MiB)",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl JsonSchema for SizeValue {
@@ -80,11 +102,17 @@ pub struct RawConfig {
     /// The routes the gateway serves.
     #[serde(default)]
     pub routes: Vec<Sp<RawRoute>>,
+    /// Rate limit policies by name; routes refer to them with `rate_limit`.
+    #[serde(default)]
+    pub rate_limits: IndexMap<String, Sp<RawRateLimit>>,
+    /// The Redis server that policies with `store: redis` share.
+    pub redis: Option<Sp<RawRedis>>,
+    /// Metrics, trace context, OTLP export and the access log.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
     /// Cache tiers: the in-process tier's size, whether Redis is used.
     #[serde(default)]
     pub cache: super::RawCacheSettings,
-    /// The Redis server shared by every gateway instance.
-    pub redis: Option<Sp<RawRedis>>,
     /// Keys the file has that no struct knows (typos), found while parsing.
     #[serde(skip)]
     #[schemars(skip)]
@@ -104,6 +132,49 @@ pub struct RawServer {
     pub trusted_proxies: Vec<Sp<String>>,
     /// Largest accepted request body (default 1MiB).
     pub max_request_body: Option<Sp<SizeValue>>,
+    /// IPv6 clients are identified by this prefix length, so one host cannot
+    /// rotate through its addresses (default 64).
+    pub client_ipv6_prefix: Option<Sp<u8>>,
+}
+
+/// Metrics, trace context, OTLP export and the access log.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Record Prometheus metrics and dashboard statistics (default true).
+    pub metrics: Option<Sp<bool>>,
+    /// Start or continue a W3C trace per request and send each upstream call
+    /// its own `traceparent` (default true). When false, a client's
+    /// `traceparent` is passed through unchanged.
+    pub tracing: Option<Sp<bool>>,
+    /// Export spans over OTLP/gRPC (off when absent).
+    pub otlp: Option<Sp<RawOtlp>>,
+    /// One structured line per request (off when absent).
+    pub access_log: Option<Sp<RawAccessLog>>,
+}
+
+/// OTLP span export over gRPC.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// The collector's OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+    pub endpoint: Sp<String>,
+    /// The `service.name` resource attribute (default switchyard).
+    pub service_name: Option<Sp<String>>,
+    /// Longest one export may take (default 10s).
+    pub timeout: Option<Sp<String>>,
+}
+
+/// The access log.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Where lines go: stdout, stderr, file (with `path`) or off (default stdout).
+    pub to: Option<Sp<String>>,
+    /// The file, when `to: file`.
+    pub path: Option<Sp<String>>,
+    /// json (default) or logfmt.
+    pub format: Option<Sp<String>>,
 }
 
 /// One upstream service.
@@ -157,6 +228,8 @@ pub struct RawRoute {
     pub proxy: Option<Sp<String>>,
     /// Cache the whole composed response: a TTL (`30s`) or a policy.
     pub cache: Option<Sp<super::RawCache>>,
+    /// Rate limit policies (names from `rate_limits`) a request must all pass.
+    pub rate_limit: Option<Sp<OneOrMany>>,
 }
 
 /// One upstream call of a route.
@@ -209,10 +282,88 @@ pub enum OnItemError {
     Skip,
 }
 
-/// The Redis server shared by every gateway instance (cache tier, purge broadcast).
+/// One name or a list of names.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single name.
+    One(String),
+    /// Several names.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The names, in the order written.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A rate limit policy: a key, a sustained rate and a burst.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// What identifies a bucket: `client_ip`, `header:NAME`, `path:NAME`, `global`;
+    /// `a + b` combines several (composite); a list takes the first one present (fallback).
+    pub key: Sp<OneOrMany>,
+    /// The sustained rate: `100/1m`, `10/1s`, `5000/1h`.
+    pub rate: Sp<String>,
+    /// How many requests may arrive at once: the bucket's capacity (default: the rate's count).
+    pub burst: Option<Sp<u64>>,
+    /// Where buckets live (default memory).
+    pub store: Option<Sp<LimitStore>>,
+    /// With `store: redis`, what happens while Redis is unreachable (default local).
+    pub on_redis_error: Option<Sp<OnRedisError>>,
+    /// Clients that bypass this policy.
+    pub allow: Option<RawAllow>,
+}
+
+/// Clients that bypass a policy.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAllow {
+    /// Client addresses or CIDRs (`10.0.0.0/8`, `2001:db8::/32`).
+    #[serde(default)]
+    pub ips: Vec<Sp<String>>,
+    /// Key values (e.g. an internal API key) that bypass the policy.
+    #[serde(default)]
+    pub keys: Vec<Sp<String>>,
+}
+
+/// Where a policy keeps its buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStore {
+    /// In this process: each gateway instance counts on its own.
+    Memory,
+    /// In the shared Redis: exact across every instance and restart.
+    Redis,
+}
+
+/// What a Redis-backed policy does while Redis is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Each instance enforces the policy with its own in-process buckets.
+    Local,
+    /// Admit every request (the policy is off until Redis returns).
+    FailOpen,
+    /// Reject every request with 503.
+    FailClosed,
+}
+
+/// The shared Redis server.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RawRedis {
-    /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`).
+    /// `redis://host:port/db` (or `redis://user:password@host:port`).
     pub url: Sp<String>,
+    /// The longest one rate limit decision may wait for Redis before the
+    /// policy's `on_redis_error` applies (default 100ms).
+    pub timeout: Option<Sp<String>>,
+    /// Prefix of every key Switchyard writes (default `switchyard`).
+    pub key_prefix: Option<Sp<String>>,
 }

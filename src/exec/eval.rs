@@ -155,7 +155,7 @@ fn apply<'a>(f: &Filter, value: Cow<'a, Value>) -> Option<Cow<'a, Value>> {
         },
         Filter::Join(sep) => {
             let parts: Option<Vec<String>> = match value.as_array() {
-                Some(a) => a.iter().map(scalar_text).collect(),
+                Some(a) => a.iter().filter(|v| !v.is_null()).map(scalar_text).collect(),
                 None => scalar_text(&value).map(|s| vec![s]),
             };
             Some(Cow::Owned(Value::String(parts?.join(sep))))

@@ -11,7 +11,7 @@ use crate::cache::{Cache, CacheInfo};
 use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
-use crate::telemetry;
+use crate::telemetry::trace::TraceContext;
 use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
 use eval::{Env, RequestView};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -43,6 +43,11 @@ pub struct Outcome {
     pub states: Vec<CallState>,
     /// By call id; `None` for calls that were never sent.
     pub elapsed: Vec<Option<Duration>>,
+    /// By call id: `for_each` items that failed without failing the call
+    /// (`keep_null`, `skip`), with their index in the item list.
+    pub item_errors: Vec<Vec<(usize, CallError)>>,
+    /// By call id: when it was sent; `None` for calls that were never sent.
+    pub started: Vec<Option<Instant>>,
     /// By call id; how a cached call was answered (`None`: no cache).
     pub cache: Vec<Option<CacheInfo>>,
 }
@@ -71,14 +76,7 @@ pub struct RouteFailure {
     pub outcome: Outcome,
 }
 
-/// A call's end: its id, its result, how long it took, how its cache answered.
-type CallEnd = (
-    CallId,
-    Result<JsonResponse, CallError>,
-    Duration,
-    Option<CacheInfo>,
-);
-type CallFuture<'a> = Pin<Box<dyn Future<Output = CallEnd> + Send + 'a>>;
+type CallFuture<'a> = Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
 
 /// The inputs of one route execution.
 pub struct Execution<'a> {
@@ -96,17 +94,22 @@ pub struct Execution<'a> {
     pub client_headers: &'a HeaderMap,
     /// `X-Forwarded-*` values.
     pub forwarding: &'a Forwarding,
+    /// The request's trace: each call is sent its own `traceparent`. `None`
+    /// passes the client's trace headers through unchanged.
+    pub trace: Option<&'a TraceContext>,
     /// The caches of cached calls.
     pub cache: &'a Cache,
 }
 
 /// Runs the route's calls to completion or to the first required failure.
-pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
+pub async fn run(r: &Execution<'_>) -> Result<Outcome, Box<RouteFailure>> {
     let calls = &r.agg.calls;
     let deadline = Instant::now() + r.route.timeout;
     let mut outcome = Outcome {
         states: calls.iter().map(|_| CallState::NotRun).collect(),
         elapsed: vec![None; calls.len()],
+        item_errors: vec![Vec::new(); calls.len()],
+        started: vec![None; calls.len()],
         cache: vec![None; calls.len()],
     };
     let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
@@ -126,6 +129,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
             match started {
                 Ok(Started::Sent(fut)) => {
                     outcome.states[id] = CallState::Running;
+                    outcome.started[id] = Some(Instant::now());
                     inflight.push(fut);
                 }
                 Ok(Started::Answered(resp)) => finish(
@@ -140,20 +144,16 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
             }
         }
         match tokio::time::timeout_at(deadline, inflight.next()).await {
-            Ok(Some((id, result, took, cached))) => {
+            Ok(Some(Finished {
+                id,
+                result,
+                took,
+                item_errors,
+                cache,
+            })) => {
                 outcome.elapsed[id] = Some(took);
-                outcome.cache[id] = cached;
-                let call = &calls[id];
-                let kind = result.as_ref().map_or_else(CallError::kind, |_| "ok");
-                // Only answers that came from the upstream are upstream calls.
-                if cached.is_none_or(|c| c.lookup == crate::telemetry::CacheLookup::Miss) {
-                    telemetry::upstream_call(
-                        &r.plan.upstreams[call.upstream].name,
-                        &call.name,
-                        kind,
-                        took,
-                    );
-                }
+                outcome.item_errors[id] = item_errors;
+                outcome.cache[id] = cache;
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
             Ok(None) => return Ok(outcome),
@@ -164,11 +164,11 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
                     .iter()
                     .position(|s| matches!(s, CallState::Running))
                     .unwrap_or(0);
-                return Err(RouteFailure {
+                return Err(Box::new(RouteFailure {
                     call,
                     error: CallError::Timeout(r.route.timeout),
                     outcome,
-                });
+                }));
             }
         }
     }
@@ -183,7 +183,7 @@ fn finish(
     outcome: &mut Outcome,
     waiting_on: &mut [usize],
     ready: &mut Vec<CallId>,
-) -> Result<(), RouteFailure> {
+) -> Result<(), Box<RouteFailure>> {
     let call = &agg.calls[id];
     outcome.states[id] = match result {
         Ok(resp) => CallState::Done(resp),
@@ -192,7 +192,7 @@ fn finish(
         }
         Err(error) => {
             outcome.states[id] = CallState::Failed(error.clone());
-            return Err(RouteFailure {
+            return Err(Box::new(RouteFailure {
                 call: id,
                 error,
                 outcome: std::mem::replace(
@@ -200,10 +200,12 @@ fn finish(
                     Outcome {
                         states: Vec::new(),
                         elapsed: Vec::new(),
+                        item_errors: Vec::new(),
+                        started: Vec::new(),
                         cache: Vec::new(),
                     },
                 ),
-            });
+            }));
         }
     };
     for &d in &call.dependents {
@@ -246,8 +248,11 @@ fn start<'a>(
         item: None,
         errors: None,
     };
+    let trace = r.trace.map(|t| render::CallTrace::of(t, id));
+    let trace = trace.as_ref();
     let Some(for_each) = &call.for_each else {
-        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding)? else {
+        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding, trace)?
+        else {
             return Ok(Started::Answered(empty_list_answer()));
         };
         let timeout = call.timeout;
@@ -256,13 +261,16 @@ fn start<'a>(
             return Ok(Started::Sent(Box::pin(async move {
                 let t0 = Instant::now();
                 let (result, info) = cached.await;
-                (id, result, t0.elapsed(), Some(info))
+                Finished {
+                    cache: Some(info),
+                    ..finished(id, result, t0, Vec::new())
+                }
             })));
         }
         return Ok(Started::Sent(Box::pin(async move {
             let t0 = Instant::now();
             let result = fetch(client, req, timeout, deadline).await;
-            (id, result, t0.elapsed(), None)
+            finished(id, result, t0, Vec::new())
         })));
     };
     let list = eval::eval(&for_each.list, &env)
@@ -285,7 +293,7 @@ fn start<'a>(
                 item: Some(item),
                 ..env
             };
-            let req = render::request(call, up, &env, r.client_headers, r.forwarding)?;
+            let req = render::request(call, up, &env, r.client_headers, r.forwarding, trace)?;
             Ok(req.map(|req| match &call.cache {
                 Some(policy) => {
                     ItemFetch::Cached(cached_fetch(r, call, policy, &env, client, req, deadline))
@@ -306,44 +314,83 @@ async fn fan_out(
     client: &UpstreamClient,
     requests: Vec<Result<Option<ItemFetch<'_>>, CallError>>,
     deadline: Instant,
-) -> CallEnd {
+) -> Finished {
     let t0 = Instant::now();
     let timeout = call.timeout;
-    // Futures are lazy: collecting them sends nothing. `buffered` then runs up
-    // to `concurrency` at once and yields answers in input order.
+    // Futures are lazy: collecting them sends nothing.
     let items: Vec<_> = requests
         .into_iter()
-        .map(|req| fetch_item(client, req, timeout, deadline))
+        .enumerate()
+        .map(|(i, req)| fetch_item(i, client, req, timeout, deadline))
         .collect();
-    let mut answers = futures_util::stream::iter(items).buffered(for_each.concurrency);
-    let mut bodies = Vec::new();
-    while let Some(answer) = answers.next().await {
+    // `buffer_unordered` refills a slot the moment any item finishes (no
+    // head-of-line blocking); the index puts answers back in input order.
+    let mut slots: Vec<Option<Value>> = vec![None; items.len()];
+    let mut answers = futures_util::stream::iter(items).buffer_unordered(for_each.concurrency);
+    let mut item_errors = Vec::new();
+    while let Some((i, answer)) = answers.next().await {
         match (answer, for_each.on_item_error) {
-            (Ok(body), _) => bodies.push(body),
-            (Err(e), OnItemError::Fail) => return (id, Err(e), t0.elapsed(), None),
-            (Err(_), OnItemError::KeepNull) => bodies.push(Value::Null),
-            (Err(_), OnItemError::Skip) => {}
+            (Ok(body), _) => slots[i] = Some(body),
+            (Err(e), OnItemError::Fail) => return finished(id, Err(e), t0, Vec::new()),
+            (Err(e), OnItemError::KeepNull) => {
+                slots[i] = Some(Value::Null);
+                item_errors.push((i, e));
+            }
+            (Err(e), OnItemError::Skip) => item_errors.push((i, e)),
         }
     }
+    item_errors.sort_by_key(|(i, _)| *i);
     let resp = JsonResponse {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
-        body: Value::Array(bodies),
+        body: Value::Array(slots.into_iter().flatten().collect()),
     };
-    (id, Ok(resp), t0.elapsed(), None)
+    finished(id, Ok(resp), t0, item_errors)
 }
 
+fn finished(
+    id: CallId,
+    result: Result<JsonResponse, CallError>,
+    started: Instant,
+    item_errors: Vec<(usize, CallError)>,
+) -> Finished {
+    Finished {
+        id,
+        result,
+        took: started.elapsed(),
+        item_errors,
+        cache: None,
+    }
+}
+
+/// What a call's future yields.
+struct Finished {
+    id: CallId,
+    result: Result<JsonResponse, CallError>,
+    took: Duration,
+    /// `for_each` items that failed but did not fail the call.
+    item_errors: Vec<(usize, CallError)>,
+    /// How its cache answered, for a cached call.
+    cache: Option<CacheInfo>,
+}
+
+/// One item of a `for_each` call, tagged with its index.
 async fn fetch_item(
+    index: usize,
     client: &UpstreamClient,
     req: Result<Option<ItemFetch<'_>>, CallError>,
     timeout: Duration,
     deadline: Instant,
-) -> Result<Value, CallError> {
-    match req? {
-        Some(ItemFetch::Plain(req)) => fetch(client, *req, timeout, deadline).await.map(|r| r.body),
-        Some(ItemFetch::Cached(cached)) => cached.await.0.map(|r| r.body),
-        None => Ok(Value::Array(Vec::new())),
-    }
+) -> (usize, Result<Value, CallError>) {
+    let answer = match req {
+        Ok(Some(ItemFetch::Plain(req))) => {
+            fetch(client, *req, timeout, deadline).await.map(|r| r.body)
+        }
+        Ok(Some(ItemFetch::Cached(cached))) => cached.await.0.map(|r| r.body),
+        Ok(None) => Ok(Value::Array(Vec::new())),
+        Err(e) => Err(e),
+    };
+    (index, answer)
 }
 
 /// One item request of a `for_each` call: sent as is, or through the cache.

@@ -2,7 +2,7 @@
 //! policies of calls and routes (see `crate::cache::policy` for the types).
 
 use super::expr::{CallId, Expr, Root};
-use super::{Aggregate, Compiler, RedisPlan, RouteScope, template};
+use super::{Aggregate, Compiler, RouteScope, template};
 use crate::cache::policy::{
     ALWAYS_CREDENTIALS, CachePolicy, CacheSettings, DEFAULT_MAX_BYTES, DEFAULT_STATUSES, Level,
     Rule, Scope,
@@ -23,23 +23,9 @@ pub(super) struct CallFacts<'a> {
 }
 
 impl Compiler {
-    /// The top-level `cache` and `redis` sections.
-    pub(super) fn cache_settings(&mut self, raw: &RawConfig) -> (CacheSettings, Option<RedisPlan>) {
-        let redis = raw.redis.as_ref().and_then(|r| {
-            let url = r.value.url.value.trim();
-            match redis::IntoConnectionInfo::into_connection_info(url) {
-                Ok(_) => Some(RedisPlan {
-                    url: url.to_string(),
-                }),
-                Err(e) => {
-                    self.error(
-                        r.value.url.pos,
-                        format!("`redis.url`: `{url}` is not a Redis URL ({e}); write e.g. `redis://127.0.0.1:6379`"),
-                    );
-                    None
-                }
-            }
-        });
+    /// The top-level `cache` section (the Redis tier uses the `redis`
+    /// section, compiled with the rate limits).
+    pub(super) fn cache_settings(&mut self, raw: &RawConfig) -> CacheSettings {
         let c = &raw.cache;
         let use_redis = c.redis.as_ref().is_some_and(|r| r.value);
         if let Some(r) = &c.redis
@@ -63,12 +49,11 @@ impl Compiler {
         {
             self.error(m.pos, "`max_bytes` must be greater than zero");
         }
-        let settings = CacheSettings {
+        CacheSettings {
             max_bytes,
             redis: use_redis,
             credential_headers,
-        };
-        (settings, redis)
+        }
     }
 
     /// A call's `cache:` policy.
@@ -85,7 +70,8 @@ impl Compiler {
             return None;
         }
         let item_scope = call.scope;
-        let (mut policy, tag_exprs) = self.policy(raw, Level::Call, call.name, &item_scope)?;
+        let (mut policy, tag_exprs) =
+            self.cache_policy(raw, Level::Call, call.name, &item_scope)?;
         for (pos, e) in tag_exprs {
             if let Some(d) = e.call_dependency()
                 && !call.deps.contains(&d)
@@ -146,7 +132,7 @@ impl Compiler {
             self.error(raw.pos, "only GET routes can be cached");
             return None;
         }
-        let (mut policy, _) = self.policy(raw, Level::Route, label, scope)?;
+        let (mut policy, _) = self.cache_policy(raw, Level::Route, label, scope)?;
         let creds = self.cache.credential_headers.clone();
         let mut read_headers: Vec<HeaderName> = Vec::new();
         let mut query: Vec<String> = Vec::new();
@@ -221,7 +207,7 @@ impl Compiler {
             item: false,
             errors: false,
         };
-        let _ = self.policy(raw, Level::Route, label, &scope);
+        let _ = self.cache_policy(raw, Level::Route, label, &scope);
     }
 
     /// `per_client` when credentials are forwarded, unless the policy says otherwise.
@@ -243,7 +229,7 @@ impl Compiler {
 
     /// The parts every policy has; the tag expressions come back with their
     /// positions so a call can check what they read.
-    fn policy(
+    fn cache_policy(
         &mut self,
         raw: &Sp<RawCache>,
         level: Level,

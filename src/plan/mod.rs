@@ -8,11 +8,14 @@ mod cache;
 mod explain;
 pub mod expr;
 pub mod graph;
+pub mod limit;
 pub mod shape;
+pub mod telemetry;
 pub mod template;
 
 pub use explain::explain;
 pub use shape::Shape;
+pub use telemetry::TelemetryPlan;
 
 use crate::cache::policy::{CachePolicy, CacheSettings};
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
@@ -102,22 +105,17 @@ pub enum LoadError {
 pub struct Plan {
     /// Listener settings.
     pub server: ServerPlan,
+    /// What to record and where to send it.
+    pub telemetry: TelemetryPlan,
     /// Upstreams, indexed by `UpstreamId`.
     pub upstreams: Vec<UpstreamPlan>,
     /// Routes, indexed by the router's values.
     pub routes: Vec<RoutePlan>,
-    /// Cache tier settings.
+    /// Cache tier settings (the Redis tier uses `limits.redis`).
     pub cache: CacheSettings,
-    /// The shared Redis server, when configured.
-    pub redis: Option<RedisPlan>,
+    /// Rate limit policies and the Redis they share.
+    pub limits: limit::LimitsPlan,
     router: matchit::Router<Vec<usize>>,
-}
-
-/// The shared Redis server.
-#[derive(Debug, Clone)]
-pub struct RedisPlan {
-    /// Its URL, checked at compile time.
-    pub url: String,
 }
 
 /// Index of an upstream in `Plan::upstreams`.
@@ -170,6 +168,8 @@ pub struct RoutePlan {
     pub timeout: Duration,
     /// What the route does.
     pub kind: RouteKind,
+    /// Rate limit policies checked before the route runs.
+    pub rate_limits: Option<limit::RouteLimits>,
 }
 
 /// What a route does.
@@ -325,18 +325,21 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         c.error(u.pos, u.message());
     }
     let server = c.server(raw);
-    let (cache_settings, redis) = c.cache_settings(raw);
+    let cache_settings = c.cache_settings(raw);
     c.cache = cache_settings.clone();
+    let telemetry = c.telemetry(&raw.telemetry);
     let upstreams: Vec<UpstreamPlan> = raw
         .upstreams
         .iter()
         .filter_map(|(name, u)| c.upstream(name, u))
         .collect();
     c.upstream_names = raw.upstreams.keys().cloned().collect();
+    let limits = c.rate_limits(raw);
     let mut routes = Vec::new();
     let mut by_path: IndexMap<String, (Pos, Vec<usize>)> = IndexMap::new();
     for raw_route in &raw.routes {
-        if let Some(route) = c.route(raw_route, &upstreams) {
+        if let Some(mut route) = c.route(raw_route, &upstreams) {
+            route.rate_limits = c.route_limits(&raw_route.value.rate_limit, &route.params, &limits);
             // matchit treats `{a}` and `{b}` at the same place as a conflict;
             // the same template with several methods shares one entry.
             let entry = by_path
@@ -357,12 +360,19 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
             routes.push(route);
         }
     }
+    if raw.routes.is_empty() {
+        c.warn(
+            Pos { line: 1, column: 1 },
+            "the config has no routes: every request will get 404",
+        );
+    }
     let mut router = matchit::Router::new();
     for (path, (pos, indices)) in by_path {
         if let Err(e) = router.insert(path.clone(), indices) {
             c.error(pos, format!("path `{path}` cannot be routed: {e}"));
         }
     }
+    c.warn_unused_policies(&limits);
     let by_position = |a: &Diagnostic, b: &Diagnostic| {
         (a.pos.line, a.pos.column).cmp(&(b.pos.line, b.pos.column))
     };
@@ -377,10 +387,11 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         Some(server) if report.errors.is_empty() => Ok((
             Plan {
                 server,
+                telemetry,
                 upstreams,
                 routes,
                 cache: cache_settings,
-                redis,
+                limits,
                 router,
             },
             report,
@@ -399,6 +410,8 @@ struct Compiler {
     warnings: Vec<Diagnostic>,
     upstream_names: Vec<String>,
     cache: CacheSettings,
+    policies: Vec<limit::CompiledPolicy>,
+    used_policies: Vec<limit::PolicyId>,
 }
 
 /// Names a call cannot have: they are expression roots.
@@ -457,40 +470,32 @@ impl Compiler {
         }
     }
 
+    fn address(
+        &mut self,
+        raw: &Option<Sp<String>>,
+        field: &str,
+        default: &str,
+    ) -> Option<SocketAddr> {
+        let Some(raw) = raw else {
+            return default.parse().ok();
+        };
+        let parsed = raw.value.parse().ok();
+        if parsed.is_none() {
+            self.error(
+                raw.pos,
+                format!(
+                    "`{field}`: `{}` is not an address like `{default}`",
+                    raw.value
+                ),
+            );
+        }
+        parsed
+    }
+
     fn server(&mut self, raw: &RawConfig) -> Option<ServerPlan> {
         let s = &raw.server;
-        let listen = match &s.listen {
-            None => DEFAULT_LISTEN.parse().ok()?,
-            Some(l) => match l.value.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.error(
-                        l.pos,
-                        format!(
-                            "`listen`: `{}` is not an address like `127.0.0.1:8080`",
-                            l.value
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        let admin_listen = match &s.admin_listen {
-            None => DEFAULT_ADMIN_LISTEN.parse().ok()?,
-            Some(l) => match l.value.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.error(
-                        l.pos,
-                        format!(
-                            "`admin_listen`: `{}` is not an address like `127.0.0.1:9901`",
-                            l.value
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
+        let listen = self.address(&s.listen, "listen", DEFAULT_LISTEN)?;
+        let admin_listen = self.address(&s.admin_listen, "admin_listen", DEFAULT_ADMIN_LISTEN)?;
         let mut trusted_proxies = Vec::new();
         for p in &s.trusted_proxies {
             let text = p.value.trim();
@@ -506,6 +511,14 @@ impl Compiler {
                     ),
                 ),
             }
+        }
+        // Port 0 asks the OS for a free port each, so only fixed ports can clash.
+        if admin_listen == listen && listen.port() != 0 {
+            let pos = s.admin_listen.as_ref().map_or(Pos::default(), |a| a.pos);
+            self.error(
+                pos,
+                format!("`admin_listen` and `listen` are both {listen}; they need different ports"),
+            );
         }
         let max_request_body = self.size(
             &s.max_request_body,
@@ -525,7 +538,9 @@ impl Compiler {
         if !is_identifier(name, true) {
             self.error(
                 raw.pos,
-                format!("upstream name `{name}` may only contain letters, digits, `_` and `-`"),
+                format!(
+                    "upstream name `{name}` may only contain ASCII letters, digits, `_` and `-`"
+                ),
             );
         }
         let timeout = self.duration(&u.timeout, "timeout", DEFAULT_UPSTREAM_TIMEOUT);
@@ -690,6 +705,7 @@ impl Compiler {
             params,
             timeout,
             kind,
+            rate_limits: None,
         })
     }
 
@@ -815,7 +831,7 @@ impl Compiler {
             if !is_identifier(name, false) || name.starts_with(|c: char| c.is_ascii_digit()) {
                 self.error(
                     call.pos,
-                    format!("call name `{name}` must be lower-case letters, digits and `_`"),
+                    format!("call name `{name}` must be lower-case ASCII letters, digits and `_`, not starting with a digit"),
                 );
             } else if RESERVED_CALL_NAMES.contains(&name.as_str()) {
                 self.error(

@@ -6,9 +6,12 @@ use super::expr::{self, Expr, Scope};
 /// How a slot's value is written into its place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
-    /// One URL path segment or query value: everything but unreserved
-    /// characters is percent-encoded, so the value can never leave it.
-    Component,
+    /// A value in the URL path: everything but unreserved characters is
+    /// percent-encoded, and `.`, `..` and empty values are refused, so the
+    /// value can never leave its segment or change the path's shape.
+    PathSegment,
+    /// A query value: percent-encoded like a path segment.
+    QueryComponent,
     /// A catch-all path remainder (proxy routes): `/` kept, each segment encoded.
     PathRest,
     /// A header value: written as is, control characters rejected.
@@ -91,10 +94,10 @@ pub fn parse_url(
         },
         |expr| {
             let rest = matches!(expr.root, expr::Root::Path(i) if Some(i) == catch_all);
-            if rest && !in_query.get() {
-                Encoding::PathRest
-            } else {
-                Encoding::Component
+            match (rest, in_query.get()) {
+                (true, false) => Encoding::PathRest,
+                (false, false) => Encoding::PathSegment,
+                (_, true) => Encoding::QueryComponent,
             }
         },
     )
@@ -186,8 +189,12 @@ mod tests {
         assert_eq!(t.pieces.len(), 5);
         assert_eq!(t.pieces[0], Piece::Lit("/a/".into()));
         assert!(
-            matches!(&t.pieces[1], Piece::Slot(e, Encoding::Component) if e.root == Root::Path(0))
+            matches!(&t.pieces[1], Piece::Slot(e, Encoding::PathSegment) if e.root == Root::Path(0))
         );
+        assert!(matches!(
+            &t.pieces[3],
+            Piece::Slot(_, Encoding::QueryComponent)
+        ));
         assert_eq!(t.pieces[4], Piece::Lit("&y=1".into()));
         assert_eq!(t.exprs().count(), 2);
     }
@@ -196,7 +203,10 @@ mod tests {
     fn catch_all_keeps_slashes_only_in_the_path() {
         let t = parse_url("/p/{path.rest}?r={path.rest}", &S, Some(1)).unwrap();
         assert!(matches!(&t.pieces[1], Piece::Slot(_, Encoding::PathRest)));
-        assert!(matches!(&t.pieces[3], Piece::Slot(_, Encoding::Component)));
+        assert!(matches!(
+            &t.pieces[3],
+            Piece::Slot(_, Encoding::QueryComponent)
+        ));
     }
 
     #[test]

@@ -2,55 +2,53 @@
 //! hop-by-hop headers are dropped and `X-Forwarded-*` set.
 
 use super::Gateway;
-use super::problem::{bad_request, call_failed, problem};
+use super::handler::{RequestContext, method_label};
+use super::problem::{bad_request, call_failed};
 use crate::exec::eval::{Env, RequestView};
-use crate::exec::render::{self, Forwarding, Rendered};
+use crate::exec::render::{self, CallTrace, Forwarding, Rendered};
 use crate::plan::{HOP_BY_HOP, ProxyPlan, RoutePlan};
+use crate::telemetry::CallRecord;
 use crate::upstream::{Body, CallError};
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::Map;
 
-/// Forwards one request to the proxy route's upstream.
-pub async fn forward(
-    gw: &Gateway,
+/// Forwards one request to the proxy route's upstream; the call, once sent,
+/// is recorded in `calls` (as call `proxy`).
+#[allow(clippy::too_many_arguments)]
+pub async fn forward<'g>(
+    gw: &'g Gateway,
     route: &RoutePlan,
     target: &ProxyPlan,
     raw_params: &[&str],
     req: Request<Incoming>,
     fwd: &Forwarding,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
     let up = &gw.plan.upstreams[target.upstream];
     let max = gw.plan.server.max_request_body;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large",
-            format!("the request body is larger than {max} bytes"),
-            Map::new(),
-        );
-    }
     // The catch-all keeps its raw form (re-encoded per segment); other
     // parameters are decoded and encoded as one component.
-    let params: Vec<String> = raw_params
+    let params: Result<Vec<String>, String> = raw_params
         .iter()
         .enumerate()
         .map(|(i, raw)| {
             if i + 1 == raw_params.len() {
-                raw.to_string()
+                Ok(raw.to_string())
             } else {
                 percent_encoding::percent_decode_str(raw)
-                    .decode_utf8_lossy()
-                    .into_owned()
+                    .decode_utf8()
+                    .map(|p| p.into_owned())
+                    .map_err(|_| format!("path parameter {} is not UTF-8 once decoded", i + 1))
             }
         })
         .collect();
-    let view = RequestView::new(&params, None, req.headers());
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return bad_request(e),
+    };
+    let view = RequestView::new(&params, req.uri().query(), req.headers());
     let env = Env {
         request: &view,
         results: &[],
@@ -69,6 +67,7 @@ pub async fn forward(
         uri.push_str(q);
     }
     let (parts, body) = req.into_parts();
+    let method = method_label(&parts.method);
     let mut out = Request::builder().method(parts.method).uri(uri);
     let Some(headers) = out.headers_mut() else {
         return bad_request("invalid request".into());
@@ -82,7 +81,8 @@ pub async fn forward(
             headers.remove(*name);
         }
     }
-    render::set_common_headers(headers, up, &parts.headers, &[], fwd);
+    let trace = ctx.trace.map(|t| CallTrace::of(t, 0));
+    render::set_common_headers(headers, up, &parts.headers, &[], fwd, trace.as_ref());
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let body: Body = Limited::new(body, limit)
         .map_err(|e| e as crate::upstream::BoxError)
@@ -91,17 +91,44 @@ pub async fn forward(
         return bad_request("the request cannot be forwarded".into());
     };
     let timeout = up.timeout.min(route.timeout);
-    let resp =
-        match tokio::time::timeout(timeout, gw.upstreams.get(target.upstream).send(out)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return call_failed("proxy", &up.name, &e),
-            Err(_) => return call_failed("proxy", &up.name, &CallError::Timeout(timeout)),
-        };
+    let sent = tokio::time::Instant::now();
+    let result = tokio::time::timeout(timeout, gw.upstreams.get(target.upstream).send(out)).await;
+    let (outcome, status) = match &result {
+        Ok(Ok(resp)) if resp.status().is_server_error() => ("status", Some(resp.status())),
+        Ok(Ok(resp)) => ("ok", Some(resp.status())),
+        Ok(Err(e)) => (e.kind(), None),
+        Err(_) => ("timeout", None),
+    };
+    calls.push(CallRecord {
+        name: "proxy",
+        upstream: &up.name,
+        method,
+        index: 0,
+        start: Some(sent.saturating_duration_since(ctx.started)),
+        duration: Some(sent.elapsed()),
+        outcome,
+        status: status.map(|s| s.as_u16()),
+        waited_for: &[],
+        cache: None,
+    });
+    let resp = match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return call_failed("proxy", &up.name, &e),
+        Err(_) => return call_failed("proxy", &up.name, &CallError::Timeout(timeout)),
+    };
     let (parts, body) = resp.into_parts();
-    let mut resp = Response::new(
-        body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
-            .boxed(),
-    );
+    // The response streams through, capped at the upstream's `max_body`: a
+    // declared length over it is refused up front, a longer stream is cut.
+    let client = gw.upstreams.get(target.upstream);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > client.max_body) {
+        return call_failed("proxy", &up.name, &CallError::TooLarge(client.max_body));
+    }
+    let cap = usize::try_from(client.max_body).unwrap_or(usize::MAX);
+    let mut resp = Response::new(Limited::new(body, cap).boxed());
     *resp.status_mut() = parts.status;
     copy_end_to_end(&parts.headers, resp.headers_mut());
     resp

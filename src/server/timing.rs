@@ -20,17 +20,33 @@ pub fn server_timing(agg: &Aggregate, outcome: &Outcome, total: Duration) -> Hea
             (Some(CallState::Failed(e)), None) => {
                 let _ = write!(s, "{};desc=\"{}\", ", call.name, e.kind());
             }
-            (_, Some(d)) => match outcome.cache.get(i).copied().flatten() {
-                // A cached call says how its cache answered: hit, miss, stale…
-                Some(c) => {
-                    let _ = write!(s, "{};dur={:.1};desc=\"{}\", ", call.name, ms(d), c.desc());
-                }
-                None => {
-                    let _ = write!(s, "{};dur={:.1}, ", call.name, ms(d));
+            (_, Some(d)) => match outcome.item_errors.get(i).map_or(0, Vec::len) {
+                0 => match outcome.cache.get(i).copied().flatten() {
+                    // A cached call says how its cache answered: hit, miss, stale…
+                    Some(c) => {
+                        let _ = write!(s, "{};dur={:.1};desc=\"{}\", ", call.name, ms(d), c.desc());
+                    }
+                    None => {
+                        let _ = write!(s, "{};dur={:.1}, ", call.name, ms(d));
+                    }
+                },
+                n => {
+                    let _ = write!(
+                        s,
+                        "{};dur={:.1};desc=\"{n} item(s) failed\", ",
+                        call.name,
+                        ms(d)
+                    );
                 }
             },
             (Some(CallState::Done(_)), None) => {
                 let _ = write!(s, "{};dur=0;desc=\"not sent: empty list\", ", call.name);
+            }
+            (Some(CallState::Running), None) => {
+                let _ = write!(s, "{};desc=\"cancelled\", ", call.name);
+            }
+            (Some(CallState::NotRun), None) => {
+                let _ = write!(s, "{};desc=\"not started\", ", call.name);
             }
             _ => {}
         }
@@ -56,4 +72,16 @@ pub fn proxy(upstream: Duration) -> HeaderValue {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The limiter's trip to Redis: `ratelimit;dur=0.3;desc="redis"`, or with
+/// `desc="redis failed: fallback"` when Redis did not answer.
+pub fn ratelimit(took: Duration, answered: bool) -> HeaderValue {
+    let desc = if answered {
+        "redis"
+    } else {
+        "redis failed: on_redis_error"
+    };
+    HeaderValue::from_str(&format!("ratelimit;dur={:.1};desc=\"{desc}\"", ms(took)))
+        .unwrap_or(HeaderValue::from_static("ratelimit"))
 }

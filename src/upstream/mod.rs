@@ -39,7 +39,7 @@ pub fn empty() -> Body {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     /// The call's time ran out (its own timeout or the route deadline).
-    #[error("no answer within {0:?}")]
+    #[error("no answer within {}", humantime::format_duration(Duration::from_millis(.0.as_millis() as u64)))]
     Timeout(Duration),
     /// No connection could be made.
     #[error("cannot connect: {0}")]
@@ -62,6 +62,9 @@ pub enum CallError {
     /// An input had the wrong type (a list or object where one value belongs).
     #[error("{0}")]
     BadInput(String),
+    /// The client's request body passed `max_request_body` while streaming.
+    #[error("request body larger than the limit")]
+    RequestTooLarge,
     /// An optional call this one depends on failed, so it was not sent.
     #[error("skipped because `{0}` failed")]
     DependencyFailed(String),
@@ -80,6 +83,7 @@ impl CallError {
             CallError::MissingDependency(_) => "missing_dependency",
             CallError::BadInput(_) => "bad_input",
             CallError::DependencyFailed(_) => "dependency_failed",
+            CallError::RequestTooLarge => "request_too_large",
         }
     }
 
@@ -88,6 +92,7 @@ impl CallError {
         match self {
             CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             CallError::Status(s) if s.is_client_error() => *s,
+            CallError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -126,7 +131,8 @@ impl Upstreams {
 /// A keep-alive connection pool to one upstream (clones share the pool).
 #[derive(Clone)]
 pub struct UpstreamClient {
-    max_body: u64,
+    /// Response body cap in bytes.
+    pub max_body: u64,
     client: Client<HttpConnector, Body>,
 }
 
@@ -161,6 +167,14 @@ impl UpstreamClient {
             return Err(CallError::Status(status));
         }
         let (parts, body) = resp.into_parts();
+        if status == StatusCode::NO_CONTENT {
+            // A success without a body: its value is null.
+            return Ok(JsonResponse {
+                status,
+                headers: parts.headers,
+                body: serde_json::Value::Null,
+            });
+        }
         if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE)
             && !is_json(ct.as_bytes())
         {
@@ -204,6 +218,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> CallError {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return CallError::RequestTooLarge;
+        }
         message = s.to_string();
         source = s.source();
     }

@@ -36,7 +36,7 @@ impl CachedGateway {
         let admin = admin_listener.local_addr().unwrap();
         let servers = vec![
             switchyard::server::serve(gw.clone(), listener).unwrap(),
-            switchyard::admin::serve_with_cache(admin_listener, Some(gw.cache.clone())).unwrap(),
+            switchyard::admin::serve_gateway(admin_listener, gw.clone()).unwrap(),
         ];
         CachedGateway {
             addr,
@@ -883,7 +883,7 @@ async fn wait_for_entries(redis: &RedisServer, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("switchyard:cache:e:*")
+            .arg("{switchyard}:cache:e:*")
             .query_async(&mut conn)
             .await
             .unwrap();
