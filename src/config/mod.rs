@@ -63,6 +63,9 @@ impl UnknownField {
         let (place, def) = match self.path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             [_] => ("at the top level", None),
             ["server", _] => ("in `server`", Some("RawServer")),
+            ["telemetry", _] => ("in `telemetry`", Some("RawTelemetry")),
+            ["telemetry", "otlp", _] => ("in `telemetry.otlp`", Some("RawOtlp")),
+            ["telemetry", "access_log", _] => ("in `telemetry.access_log`", Some("RawAccessLog")),
             ["upstreams", _, _] => ("in an upstream", Some("RawUpstream")),
             ["routes", _, _] => ("in a route", Some("RawRoute")),
             ["routes", _, "calls", _, _] => ("in a call", Some("RawCall")),

@@ -107,6 +107,9 @@ pub struct RawConfig {
     pub rate_limits: IndexMap<String, Sp<RawRateLimit>>,
     /// The Redis server that policies with `store: redis` share.
     pub redis: Option<Sp<RawRedis>>,
+    /// Metrics, trace context, OTLP export and the access log.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
     /// Keys the file has that no struct knows (typos), found while parsing.
     #[serde(skip)]
     #[schemars(skip)]
@@ -129,6 +132,46 @@ pub struct RawServer {
     /// IPv6 clients are identified by this prefix length, so one host cannot
     /// rotate through its addresses (default 64).
     pub client_ipv6_prefix: Option<Sp<u8>>,
+}
+
+/// Metrics, trace context, OTLP export and the access log.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Record Prometheus metrics and dashboard statistics (default true).
+    pub metrics: Option<Sp<bool>>,
+    /// Start or continue a W3C trace per request and send each upstream call
+    /// its own `traceparent` (default true). When false, a client's
+    /// `traceparent` is passed through unchanged.
+    pub tracing: Option<Sp<bool>>,
+    /// Export spans over OTLP/gRPC (off when absent).
+    pub otlp: Option<Sp<RawOtlp>>,
+    /// One structured line per request (off when absent).
+    pub access_log: Option<Sp<RawAccessLog>>,
+}
+
+/// OTLP span export over gRPC.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// The collector's OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+    pub endpoint: Sp<String>,
+    /// The `service.name` resource attribute (default switchyard).
+    pub service_name: Option<Sp<String>>,
+    /// Longest one export may take (default 10s).
+    pub timeout: Option<Sp<String>>,
+}
+
+/// The access log.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Where lines go: stdout, stderr, file (with `path`) or off (default stdout).
+    pub to: Option<Sp<String>>,
+    /// The file, when `to: file`.
+    pub path: Option<Sp<String>>,
+    /// json (default) or logfmt.
+    pub format: Option<Sp<String>>,
 }
 
 /// One upstream service.

@@ -9,7 +9,7 @@ pub mod render;
 use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
-use crate::telemetry;
+use crate::telemetry::trace::TraceContext;
 use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
 use eval::{Env, RequestView};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -44,6 +44,8 @@ pub struct Outcome {
     /// By call id: `for_each` items that failed without failing the call
     /// (`keep_null`, `skip`), with their index in the item list.
     pub item_errors: Vec<Vec<(usize, CallError)>>,
+    /// By call id: when it was sent; `None` for calls that were never sent.
+    pub started: Vec<Option<Instant>>,
 }
 
 impl Outcome {
@@ -88,16 +90,20 @@ pub struct Execution<'a> {
     pub client_headers: &'a HeaderMap,
     /// `X-Forwarded-*` values.
     pub forwarding: &'a Forwarding,
+    /// The request's trace: each call is sent its own `traceparent`. `None`
+    /// passes the client's trace headers through unchanged.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Runs the route's calls to completion or to the first required failure.
-pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
+pub async fn run(r: &Execution<'_>) -> Result<Outcome, Box<RouteFailure>> {
     let calls = &r.agg.calls;
     let deadline = Instant::now() + r.route.timeout;
     let mut outcome = Outcome {
         states: calls.iter().map(|_| CallState::NotRun).collect(),
         elapsed: vec![None; calls.len()],
         item_errors: vec![Vec::new(); calls.len()],
+        started: vec![None; calls.len()],
     };
     let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
     let mut ready: Vec<CallId> = r.agg.roots.iter().rev().copied().collect();
@@ -116,6 +122,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
             match started {
                 Ok(Started::Sent(fut)) => {
                     outcome.states[id] = CallState::Running;
+                    outcome.started[id] = Some(Instant::now());
                     inflight.push(fut);
                 }
                 Ok(Started::Answered(resp)) => finish(
@@ -137,18 +144,6 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
                 item_errors,
             })) => {
                 outcome.elapsed[id] = Some(took);
-                let call = &calls[id];
-                let kind = match &result {
-                    Err(e) => e.kind(),
-                    Ok(_) if !item_errors.is_empty() => "partial",
-                    Ok(_) => "ok",
-                };
-                telemetry::upstream_call(
-                    &r.plan.upstreams[call.upstream].name,
-                    &call.name,
-                    kind,
-                    took,
-                );
                 outcome.item_errors[id] = item_errors;
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
@@ -160,11 +155,11 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
                     .iter()
                     .position(|s| matches!(s, CallState::Running))
                     .unwrap_or(0);
-                return Err(RouteFailure {
+                return Err(Box::new(RouteFailure {
                     call,
                     error: CallError::Timeout(r.route.timeout),
                     outcome,
-                });
+                }));
             }
         }
     }
@@ -179,7 +174,7 @@ fn finish(
     outcome: &mut Outcome,
     waiting_on: &mut [usize],
     ready: &mut Vec<CallId>,
-) -> Result<(), RouteFailure> {
+) -> Result<(), Box<RouteFailure>> {
     let call = &agg.calls[id];
     outcome.states[id] = match result {
         Ok(resp) => CallState::Done(resp),
@@ -188,7 +183,7 @@ fn finish(
         }
         Err(error) => {
             outcome.states[id] = CallState::Failed(error.clone());
-            return Err(RouteFailure {
+            return Err(Box::new(RouteFailure {
                 call: id,
                 error,
                 outcome: std::mem::replace(
@@ -197,9 +192,10 @@ fn finish(
                         states: Vec::new(),
                         elapsed: Vec::new(),
                         item_errors: Vec::new(),
+                        started: Vec::new(),
                     },
                 ),
-            });
+            }));
         }
     };
     for &d in &call.dependents {
@@ -242,8 +238,11 @@ fn start<'a>(
         item: None,
         errors: None,
     };
+    let trace = r.trace.map(|t| render::CallTrace::of(t, id));
+    let trace = trace.as_ref();
     let Some(for_each) = &call.for_each else {
-        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding)? else {
+        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding, trace)?
+        else {
             return Ok(Started::Answered(empty_list_answer()));
         };
         let timeout = call.timeout;
@@ -273,7 +272,7 @@ fn start<'a>(
                 item: Some(item),
                 ..env
             };
-            render::request(call, up, &env, r.client_headers, r.forwarding)
+            render::request(call, up, &env, r.client_headers, r.forwarding, trace)
         })
         .collect();
     Ok(Started::Sent(Box::pin(fan_out(

@@ -9,10 +9,12 @@ pub mod expr;
 pub mod graph;
 pub mod limit;
 pub mod shape;
+pub mod telemetry;
 pub mod template;
 
 pub use explain::explain;
 pub use shape::Shape;
+pub use telemetry::TelemetryPlan;
 
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
 use expr::{CallId, Expr, Root, Scope};
@@ -101,6 +103,8 @@ pub enum LoadError {
 pub struct Plan {
     /// Listener settings.
     pub server: ServerPlan,
+    /// What to record and where to send it.
+    pub telemetry: TelemetryPlan,
     /// Upstreams, indexed by `UpstreamId`.
     pub upstreams: Vec<UpstreamPlan>,
     /// Routes, indexed by the router's values.
@@ -313,6 +317,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         c.error(u.pos, u.message());
     }
     let server = c.server(raw);
+    let telemetry = c.telemetry(&raw.telemetry);
     let upstreams: Vec<UpstreamPlan> = raw
         .upstreams
         .iter()
@@ -372,6 +377,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         Some(server) if report.errors.is_empty() => Ok((
             Plan {
                 server,
+                telemetry,
                 upstreams,
                 routes,
                 limits,
@@ -494,7 +500,8 @@ impl Compiler {
                 ),
             }
         }
-        if admin_listen == listen {
+        // Port 0 asks the OS for a free port each, so only fixed ports can clash.
+        if admin_listen == listen && listen.port() != 0 {
             let pos = s.admin_listen.as_ref().map_or(Pos::default(), |a| a.pos);
             self.error(
                 pos,

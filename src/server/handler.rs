@@ -3,47 +3,89 @@
 
 use super::forwarded::{client_ip, forwarding};
 use super::problem::{self, bad_request, call_error_json, call_failed};
-use super::{Gateway, proxy, timing};
+use super::{Gateway, observe, proxy, timing};
 use crate::compose;
 use crate::exec::eval::{Env, RequestView};
 use crate::exec::{self, CallState, Execution};
 use crate::limit::{self, Verdict};
 use crate::plan::{Aggregate, Lookup, Respond, RouteKind, RoutePlan};
-use crate::telemetry;
+use crate::telemetry::trace::TraceContext;
+use crate::telemetry::{self, CallRecord, RequestRecord};
 use crate::upstream::{self, Body};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
+use std::time::SystemTime;
 use tokio::time::Instant;
 
 /// Serves one request; never fails (every error is a response). Every
-/// response carries `Server-Timing`, at least with the total.
+/// response carries `Server-Timing`, at least with the total. Every answered
+/// request ends in one `RequestRecord` (metrics, access log, spans).
 pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
-    let _in_flight = InFlight::enter();
+    let started_at = SystemTime::now();
+    let _in_flight = InFlight::enter(gw.telemetry.metrics());
     let method = method_label(req.method());
-    let (mut resp, route) = route_request(gw, req, peer, started).await;
+    let trace = gw
+        .telemetry
+        .tracing()
+        .then(|| TraceContext::from_headers(req.headers()));
+    let path = req.uri().path().to_string();
+    let mut calls = Vec::new();
+    let ctx = RequestContext {
+        peer,
+        started,
+        trace: trace.as_ref(),
+    };
+    let (mut resp, route) = route_request(gw, req, &path, &ctx, &mut calls).await;
+    let duration = started.elapsed();
     if !resp.headers().contains_key(SERVER_TIMING) {
         resp.headers_mut()
-            .insert(SERVER_TIMING, timing::total_only(started.elapsed()));
+            .insert(SERVER_TIMING, timing::total_only(duration));
     }
-    telemetry::request_served(route, method, resp.status().as_u16(), started.elapsed());
+    gw.telemetry.request_finished(&RequestRecord {
+        started_at,
+        method,
+        path: &path,
+        route,
+        status: resp.status().as_u16(),
+        duration,
+        client: peer.ip(),
+        trace,
+        calls,
+        cache: None,
+        limiter: None,
+    });
     resp
+}
+
+/// What every step of one request may need to know about it.
+pub struct RequestContext<'a> {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the request arrived.
+    pub started: Instant,
+    /// Its trace, when tracing is on.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Counts a request in flight until dropped (also when the client goes away
 /// and the request's future is dropped).
-struct InFlight;
+struct InFlight(bool);
 impl InFlight {
-    fn enter() -> Self {
-        telemetry::in_flight(1.0);
-        InFlight
+    fn enter(counted: bool) -> Self {
+        if counted {
+            telemetry::in_flight(1.0);
+        }
+        InFlight(counted)
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        telemetry::in_flight(-1.0);
+        if self.0 {
+            telemetry::in_flight(-1.0);
+        }
     }
 }
 
@@ -101,7 +143,7 @@ fn rejection(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<Body>> {
 }
 
 /// Standard methods by name, anything else as `OTHER` (bounded labels).
-fn method_label(m: &http::Method) -> &'static str {
+pub fn method_label(m: &http::Method) -> &'static str {
     use http::Method as M;
     match *m {
         M::GET => "GET",
@@ -118,14 +160,14 @@ fn method_label(m: &http::Method) -> &'static str {
 const SERVER_TIMING: &str = "server-timing";
 
 /// Answers a request; also returns the route label for metrics.
-async fn route_request(
-    gw: &Gateway,
+async fn route_request<'g>(
+    gw: &'g Gateway,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    started: Instant,
-) -> (Response<Body>, &str) {
-    let path = req.uri().path().to_string();
-    let (route, raw_params) = match gw.plan.lookup(req.method(), &path) {
+    path: &str,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
+) -> (Response<Body>, &'g str) {
+    let (route, raw_params) = match gw.plan.lookup(req.method(), path) {
         Lookup::Found(route, params) => (route, params),
         Lookup::NotFound => {
             let resp = problem::problem(
@@ -153,28 +195,32 @@ async fn route_request(
             return (resp, telemetry::UNMATCHED_ROUTE);
         }
     };
-    let resp = serve_route(gw, route, raw_params, req, peer, started).await;
+    let resp = serve_route(gw, route, raw_params, req, ctx, calls).await;
     (resp, &route.label)
 }
 
 /// Checks the route's rate limits, then runs it if they admit. Limited
 /// routes answer with `RateLimit-Policy` and `RateLimit` either way.
-async fn serve_route(
-    gw: &Gateway,
-    route: &RoutePlan,
+async fn serve_route<'g>(
+    gw: &'g Gateway,
+    route: &'g RoutePlan,
     raw_params: Vec<&str>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    started: Instant,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
     if let Some(resp) = rejection(gw, &req) {
         return resp;
     }
     let Some(limits) = &route.rate_limits else {
-        return dispatch(gw, route, raw_params, req, peer, started).await;
+        return dispatch(gw, route, raw_params, req, ctx, calls).await;
     };
     let decision = {
-        let client = client_ip(req.headers(), peer.ip(), &gw.plan.server.trusted_proxies);
+        let client = client_ip(
+            req.headers(),
+            ctx.peer.ip(),
+            &gw.plan.server.trusted_proxies,
+        );
         let view = limit::RequestView {
             headers: req.headers(),
             params: &raw_params,
@@ -183,7 +229,7 @@ async fn serve_route(
         gw.limiter.check(limits, &view).await
     };
     let mut resp = match &decision.verdict {
-        Verdict::Admit => dispatch(gw, route, raw_params, req, peer, started).await,
+        Verdict::Admit => dispatch(gw, route, raw_params, req, ctx, calls).await,
         Verdict::Limited {
             retry_after,
             violated,
@@ -197,7 +243,7 @@ async fn serve_route(
     }
     if let Some(t) = decision.redis_time {
         if !h.contains_key(SERVER_TIMING) {
-            h.insert(SERVER_TIMING, timing::total_only(started.elapsed()));
+            h.insert(SERVER_TIMING, timing::total_only(ctx.started.elapsed()));
         }
         h.append(SERVER_TIMING, timing::ratelimit(t.took, t.answered));
     }
@@ -205,13 +251,13 @@ async fn serve_route(
 }
 
 /// Runs an admitted request: the proxy, or the call graph and composer.
-async fn dispatch(
-    gw: &Gateway,
-    route: &RoutePlan,
+async fn dispatch<'g>(
+    gw: &'g Gateway,
+    route: &'g RoutePlan,
     raw_params: Vec<&str>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    started: Instant,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
     let host = req
         .uri()
@@ -220,15 +266,15 @@ async fn dispatch(
     let fwd = forwarding(
         req.headers(),
         host.as_ref().or(req.headers().get(header::HOST)),
-        peer.ip(),
+        ctx.peer.ip(),
         &gw.plan.server.trusted_proxies,
         "http",
     );
     match &route.kind {
         RouteKind::Proxy(p) => {
-            let mut resp = proxy::forward(gw, route, p, &raw_params, req, &fwd).await;
+            let mut resp = proxy::forward(gw, route, p, &raw_params, req, &fwd, ctx, calls).await;
             // The upstream's own Server-Timing passes through; ours is added.
-            let ours = timing::proxy(started.elapsed());
+            let ours = timing::proxy(ctx.started.elapsed());
             resp.headers_mut().append(SERVER_TIMING, ours);
             resp
         }
@@ -256,22 +302,34 @@ async fn dispatch(
                 view: &view,
                 client_headers: req.headers(),
                 forwarding: &fwd,
+                trace: ctx.trace,
             };
-            aggregate(gw, route, agg, &run, started).await
+            aggregate(gw, route, agg, &run, ctx.started, calls).await
         }
     }
 }
 
-async fn aggregate(
-    gw: &Gateway,
+async fn aggregate<'g>(
+    gw: &'g Gateway,
     route: &RoutePlan,
-    agg: &Aggregate,
+    agg: &'g Aggregate,
     run: &Execution<'_>,
     started: Instant,
+    calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
     let outcome = match exec::run(run).await {
         Ok(o) => o,
         Err(failure) => {
+            if gw.telemetry.wants_calls() {
+                observe::aggregate_calls(
+                    &gw.plan,
+                    agg,
+                    &failure.outcome,
+                    observe::running_outcome(&failure),
+                    started,
+                    calls,
+                );
+            }
             let call = &agg.calls[failure.call];
             let upstream = &gw.plan.upstreams[call.upstream].name;
             tracing::debug!(route = %route.label, call = %call.name, error = %failure.error, "route failed");
@@ -283,6 +341,9 @@ async fn aggregate(
             return resp;
         }
     };
+    if gw.telemetry.wants_calls() {
+        observe::aggregate_calls(&gw.plan, agg, &outcome, "cancelled", started, calls);
+    }
     // Failed optional calls, and failed items of `for_each` calls that kept
     // going (`keep_null`, `skip`), are what makes a response partial.
     let mut missing: Vec<String> = Vec::new();

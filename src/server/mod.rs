@@ -3,15 +3,19 @@
 
 mod forwarded;
 mod handler;
+mod observe;
 mod problem;
 mod proxy;
 mod timing;
 
 pub use forwarded::{client_ip, is_trusted};
+pub use readiness::Readiness;
+
+pub mod readiness;
 
 use crate::limit::Limiter;
 use crate::plan::Plan;
-use crate::telemetry;
+use crate::telemetry::{self, Telemetry, TelemetryError};
 use crate::upstream::{Body, Upstreams};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -42,17 +46,39 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     /// The plan's rate limit policies with their stores.
     pub limiter: Limiter,
+    /// Metrics, statistics, access log, span export.
+    pub telemetry: Telemetry,
+    /// Whether it takes traffic (`/readyz`).
+    pub readiness: Readiness,
 }
 
 impl Gateway {
-    /// A gateway for a plan, with fresh connection pools.
+    /// A gateway for a plan, with fresh connection pools; fails when a
+    /// telemetry sink (access log file, OTLP exporter) cannot start. Call
+    /// inside a tokio runtime when the plan exports spans.
+    pub fn try_new(plan: Plan) -> Result<Arc<Self>, TelemetryError> {
+        let telemetry = Telemetry::new(&plan)?;
+        Ok(Self::with_telemetry(plan, telemetry))
+    }
+
+    /// Like `try_new`, but a sink that cannot start is logged and left off.
     pub fn new(plan: Plan) -> Arc<Self> {
+        let telemetry = Telemetry::new(&plan).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "telemetry sink disabled");
+            Telemetry::without_sinks(&plan)
+        });
+        Self::with_telemetry(plan, telemetry)
+    }
+
+    fn with_telemetry(plan: Plan, telemetry: Telemetry) -> Arc<Self> {
         let upstreams = Upstreams::new(&plan);
         let limiter = Limiter::new(&plan.limits);
         Arc::new(Gateway {
             plan,
             upstreams,
             limiter,
+            telemetry,
+            readiness: Readiness::default(),
         })
     }
 }
@@ -62,6 +88,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    readiness: Option<Readiness>,
 }
 
 impl RunningServer {
@@ -70,8 +97,12 @@ impl RunningServer {
         self.addr
     }
 
-    /// Stops accepting, waits for in-flight requests (up to the drain timeout).
+    /// Stops accepting, waits for in-flight requests (up to the drain
+    /// timeout). The gateway reports not ready from the start of the drain.
     pub async fn shutdown(self) {
+        if let Some(r) = &self.readiness {
+            r.draining();
+        }
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
@@ -83,12 +114,17 @@ impl RunningServer {
 }
 
 /// Serves the gateway on an already bound listener.
+/// The gateway is ready from here on: its listener is bound.
 pub fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<RunningServer> {
     telemetry::prometheus();
-    serve_fn(listener, move |req, peer| {
+    let readiness = gateway.readiness.clone();
+    let mut server = serve_fn(listener, move |req, peer| {
         let gw = gateway.clone();
         async move { handler::handle(&gw, req, peer).await }
-    })
+    })?;
+    readiness.ready();
+    server.readiness = Some(readiness);
+    Ok(server)
 }
 
 /// Accepts connections on `listener` and answers every request with
@@ -143,7 +179,12 @@ where
             tracing::warn!("drain timeout passed; closing remaining connections");
         }
     });
-    Ok(RunningServer { addr, stop, task })
+    Ok(RunningServer {
+        addr,
+        stop,
+        task,
+        readiness: None,
+    })
 }
 
 /// Binds `addr` and serves the gateway on it.

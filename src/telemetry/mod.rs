@@ -4,7 +4,21 @@
 //! metric names and labels live in one place. Label values are bounded:
 //! route templates (never raw paths), upstream and call names from the config,
 //! and fixed outcome kinds.
+//!
+//! Layout: `record.rs` (the request-finished record and the per-gateway
+//! `Telemetry` that consumes it), `trace.rs` (W3C trace context),
+//! `otlp.rs` (span export), `access_log.rs`, `stats.rs` (dashboard figures).
 
+pub mod access_log;
+mod handles;
+mod otlp;
+pub mod record;
+pub mod stats;
+pub mod trace;
+
+pub use record::{CallRecord, RequestRecord, Telemetry, TelemetryError};
+
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -13,6 +27,9 @@ use std::time::Duration;
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// How often queued histogram samples are folded into buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The route label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -27,12 +44,86 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
+        // Histogram samples queue until drained into buckets; without a
+        // scrape they would pile up, so drain them on a timer.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
         // Another recorder may already be installed (e.g. by an embedding
         // program); then ours only renders what it sees, which is nothing.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         metrics::gauge!("switchyard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // Reload results exist (at 0) before the first reload, so alerts and
+        // dashboards can refer to them from the start.
+        for result in ["ok", "error"] {
+            metrics::counter!("switchyard_config_reloads_total", "result" => result).absolute(0);
+        }
+        metrics::gauge!("switchyard_config_last_reload_successful").set(1.0);
+        metrics::counter!("switchyard_access_log_dropped_total").absolute(0);
         handle
     })
+}
+
+/// HELP lines, one per metric of this file.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "switchyard_requests_total",
+        "Client requests answered, by route template, method and status class."
+    );
+    describe_histogram!(
+        "switchyard_request_duration_seconds",
+        Unit::Seconds,
+        "Time until the response head was ready, by route template, method and status class."
+    );
+    describe_counter!(
+        "switchyard_upstream_calls_total",
+        "Upstream calls sent, by upstream, call name and outcome."
+    );
+    describe_histogram!(
+        "switchyard_upstream_call_duration_seconds",
+        Unit::Seconds,
+        "Upstream call time, by upstream, call name and outcome."
+    );
+    describe_gauge!(
+        "switchyard_requests_in_flight",
+        "Client requests being served now."
+    );
+    describe_gauge!(
+        "switchyard_build_info",
+        "Always 1; the labels say which build runs."
+    );
+    describe_counter!(
+        "switchyard_config_reloads_total",
+        "Config reloads, by result (ok, error)."
+    );
+    describe_gauge!(
+        "switchyard_config_last_reload_successful",
+        "1 when the config in use is the latest one loaded, 0 after a failed reload."
+    );
+    describe_counter!(
+        "switchyard_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind or failed."
+    );
+}
+
+/// A config reload was tried; a failed one leaves the old plan serving.
+pub fn config_reload(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!("switchyard_config_reloads_total", "result" => result).increment(1);
+    metrics::gauge!("switchyard_config_last_reload_successful").set(if ok { 1.0 } else { 0.0 });
+}
+
+/// An access log line could not be written.
+pub fn access_log_dropped() {
+    metrics::counter!("switchyard_access_log_dropped_total").increment(1);
 }
 
 /// `2xx`, `4xx`, …: status classes keep the series count small.
@@ -46,32 +137,53 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// A client request was answered.
-pub fn request_served(route: &str, method: &str, status: u16, took: Duration) {
+/// The request series of one label set (`Telemetry` keeps these handles,
+/// so a request does not build label keys).
+pub fn request_series(route: &str, method: &str, status_class: &str) -> (Counter, Histogram) {
     let labels = [
         ("route", route.to_string()),
         ("method", method.to_string()),
-        ("status", status_class(status).to_string()),
+        ("status", status_class.to_string()),
     ];
-    metrics::counter!("switchyard_requests_total", &labels).increment(1);
-    metrics::histogram!("switchyard_request_duration_seconds", &labels).record(took.as_secs_f64());
+    (
+        metrics::counter!("switchyard_requests_total", &labels),
+        metrics::histogram!("switchyard_request_duration_seconds", &labels),
+    )
 }
 
-/// An upstream call ended; `outcome` is `ok` or a failure kind.
-pub fn upstream_call(upstream: &str, call: &str, outcome: &'static str, took: Duration) {
+/// A client request was answered.
+pub fn request_served(route: &str, method: &str, status: u16, took: Duration) {
+    let (count, latency) = request_series(route, method, status_class(status));
+    count.increment(1);
+    latency.record(took.as_secs_f64());
+}
+
+/// The upstream-call series of one label set.
+pub fn upstream_series(upstream: &str, call: &str, outcome: &str) -> (Counter, Histogram) {
     let labels = [
         ("upstream", upstream.to_string()),
         ("call", call.to_string()),
         ("outcome", outcome.to_string()),
     ];
-    metrics::counter!("switchyard_upstream_calls_total", &labels).increment(1);
-    metrics::histogram!("switchyard_upstream_call_duration_seconds", &labels)
-        .record(took.as_secs_f64());
+    (
+        metrics::counter!("switchyard_upstream_calls_total", &labels),
+        metrics::histogram!("switchyard_upstream_call_duration_seconds", &labels),
+    )
+}
+
+/// An upstream call ended; `outcome` is `ok` or a failure kind.
+pub fn upstream_call(upstream: &str, call: &str, outcome: &'static str, took: Duration) {
+    let (count, latency) = upstream_series(upstream, call, outcome);
+    count.increment(1);
+    latency.record(took.as_secs_f64());
 }
 
 /// Requests being served right now.
 pub fn in_flight(delta: f64) {
-    metrics::gauge!("switchyard_requests_in_flight").increment(delta);
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE
+        .get_or_init(|| metrics::gauge!("switchyard_requests_in_flight"))
+        .increment(delta);
 }
 
 /// How often a failing rate limit backend is logged: every failure counts,

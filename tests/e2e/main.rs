@@ -2,14 +2,18 @@
 
 mod cli;
 mod common;
+mod dashboard_browser;
 mod demo;
 mod failures;
 mod graph;
 mod hardening;
 mod merge;
 mod metrics;
+mod observability;
+mod process;
 mod proxy;
 mod ratelimit;
 mod redis_fixture;
 mod security;
 mod smoke;
+mod trace_context;
