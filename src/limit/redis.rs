@@ -136,21 +136,21 @@ impl RedisStore {
         self.degraded.load(Ordering::Relaxed)
     }
 
-    fn connection(&self) -> ConnectionManager {
-        self.connection
-            .get_or_init(|| {
-                // Our own timeout bounds every decision; the manager's
-                // retries only need to cover a quick reconnect.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(20))
-                    .set_max_delay(Duration::from_millis(100));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .unwrap_or_else(|e| unreachable!("no push sender is configured: {e}"))
-            })
-            .clone()
+    fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+        if let Some(c) = self.connection.get() {
+            return Ok(c.clone());
+        }
+        // Our own timeout bounds every decision; the manager's retries only
+        // need to cover a quick reconnect.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(100));
+        let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        // Two first requests may both make one; the first stored wins.
+        Ok(self.connection.get_or_init(|| made).clone())
     }
 
     /// Decides every bucket in one script call (Redis is asked only when
@@ -195,7 +195,7 @@ impl RedisStore {
         for b in buckets {
             call.arg(b.gcra.interval).arg(b.gcra.span);
         }
-        let mut conn = self.connection();
+        let mut conn = self.connection()?;
         let answer: Vec<i64> = tokio::time::timeout(self.timeout, call.invoke_async(&mut conn))
             .await
             .map_err(|_| RedisFailure::Timeout(self.timeout))??;
