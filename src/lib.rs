@@ -1,5 +1,6 @@
 //! Switchyard: an API aggregation gateway.
 pub mod admin;
+pub mod cache;
 pub mod compose;
 pub mod config;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! The admin listener (default 127.0.0.1:9901): `/metrics` in Prometheus
 //! text format, `/healthz` (the process is up), `/readyz` (it takes
-//! traffic), `/stats` (the dashboard's figures as JSON) and `/dashboard`.
+//! traffic), `/stats` (the dashboard's figures as JSON), `/dashboard`, and
+//! the cache's `/cache` and `POST /cache/purge` (`crate::cache::admin`).
 //! It is a separate socket so that it can stay private while the gateway
 //! port is public.
 
@@ -37,7 +38,17 @@ fn serve_with(
     telemetry::prometheus();
     crate::server::serve_fn(listener, move |req, _peer| {
         let gw = gateway.clone();
-        async move { handle(req, gw.as_deref()) }
+        async move {
+            if let Some(g) = &gw {
+                let (m, u) = (req.method(), req.uri());
+                if let Some(resp) =
+                    crate::cache::admin::handle(&g.cache, m, u.path(), u.query()).await
+                {
+                    return resp;
+                }
+            }
+            handle(req, gw.as_deref())
+        }
     })
 }
 
@@ -76,7 +87,7 @@ fn handle(req: Request<Incoming>, gw: Option<&Gateway>) -> Response<Body> {
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /metrics /healthz /readyz /stats /dashboard\n",
+            "admin endpoints: /metrics /healthz /readyz /stats /dashboard /cache POST:/cache/purge\n",
         ),
     }
 }

@@ -4,9 +4,11 @@
 //! Nothing here checks meaning (unknown upstreams, cycles, bad templates):
 //! that is `plan`'s job, which reports all such errors at once.
 
+mod cache;
 mod raw;
 mod shape;
 
+pub use cache::{RawCache, RawCachePolicy, RawCacheScope, RawCacheSettings};
 pub use raw::*;
 pub use shape::{RawShape, ShapeNode};
 
@@ -69,6 +71,10 @@ impl UnknownField {
             ["upstreams", _, _] => ("in an upstream", Some("RawUpstream")),
             ["routes", _, _] => ("in a route", Some("RawRoute")),
             ["routes", _, "calls", _, _] => ("in a call", Some("RawCall")),
+            ["routes", _, "calls", _, "cache", _] | ["routes", _, "cache", _] => {
+                ("in a cache policy", Some("RawCachePolicy"))
+            }
+            ["cache", _] => ("in `cache`", Some("RawCacheSettings")),
             ["rate_limits", _, _] => ("in a rate limit policy", Some("RawRateLimit")),
             ["rate_limits", _, "allow", _] => ("in `allow`", Some("RawAllow")),
             ["redis", _] => ("in `redis`", Some("RawRedis")),

@@ -110,6 +110,9 @@ pub struct RawConfig {
     /// Metrics, trace context, OTLP export and the access log.
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// Cache tiers: the in-process tier's size, whether Redis is used.
+    #[serde(default)]
+    pub cache: super::RawCacheSettings,
     /// Keys the file has that no struct knows (typos), found while parsing.
     #[serde(skip)]
     #[schemars(skip)]
@@ -223,6 +226,8 @@ pub struct RawRoute {
     pub status: Option<Sp<u16>>,
     /// Pass-through target: "upstream:/path/{path.rest}".
     pub proxy: Option<Sp<String>>,
+    /// Cache the whole composed response: a TTL (`30s`) or a policy.
+    pub cache: Option<Sp<super::RawCache>>,
     /// Rate limit policies (names from `rate_limits`) a request must all pass.
     pub rate_limit: Option<Sp<OneOrMany>>,
 }
@@ -261,6 +266,8 @@ pub struct RawCall {
     pub concurrency: Option<Sp<usize>>,
     /// With for_each: what a failed item does to the call.
     pub on_item_error: Option<Sp<OnItemError>>,
+    /// Cache this call's upstream answers: a TTL (`5m`) or a policy.
+    pub cache: Option<Sp<super::RawCache>>,
 }
 
 /// What a failed item of a `for_each` call does.

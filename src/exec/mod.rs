@@ -6,6 +6,8 @@
 pub mod eval;
 pub mod render;
 
+use crate::cache::policy::CachePolicy;
+use crate::cache::{Cache, CacheInfo};
 use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
@@ -46,6 +48,8 @@ pub struct Outcome {
     pub item_errors: Vec<Vec<(usize, CallError)>>,
     /// By call id: when it was sent; `None` for calls that were never sent.
     pub started: Vec<Option<Instant>>,
+    /// By call id; how a cached call was answered (`None`: no cache).
+    pub cache: Vec<Option<CacheInfo>>,
 }
 
 impl Outcome {
@@ -93,6 +97,8 @@ pub struct Execution<'a> {
     /// The request's trace: each call is sent its own `traceparent`. `None`
     /// passes the client's trace headers through unchanged.
     pub trace: Option<&'a TraceContext>,
+    /// The caches of cached calls.
+    pub cache: &'a Cache,
 }
 
 /// Runs the route's calls to completion or to the first required failure.
@@ -104,6 +110,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, Box<RouteFailure>> {
         elapsed: vec![None; calls.len()],
         item_errors: vec![Vec::new(); calls.len()],
         started: vec![None; calls.len()],
+        cache: vec![None; calls.len()],
     };
     let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
     let mut ready: Vec<CallId> = r.agg.roots.iter().rev().copied().collect();
@@ -142,9 +149,11 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, Box<RouteFailure>> {
                 result,
                 took,
                 item_errors,
+                cache,
             })) => {
                 outcome.elapsed[id] = Some(took);
                 outcome.item_errors[id] = item_errors;
+                outcome.cache[id] = cache;
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
             Ok(None) => return Ok(outcome),
@@ -193,6 +202,7 @@ fn finish(
                         elapsed: Vec::new(),
                         item_errors: Vec::new(),
                         started: Vec::new(),
+                        cache: Vec::new(),
                     },
                 ),
             }));
@@ -246,6 +256,17 @@ fn start<'a>(
             return Ok(Started::Answered(empty_list_answer()));
         };
         let timeout = call.timeout;
+        if let Some(policy) = &call.cache {
+            let cached = cached_fetch(r, call, policy, &env, client, req, deadline);
+            return Ok(Started::Sent(Box::pin(async move {
+                let t0 = Instant::now();
+                let (result, info) = cached.await;
+                Finished {
+                    cache: Some(info),
+                    ..finished(id, result, t0, Vec::new())
+                }
+            })));
+        }
         return Ok(Started::Sent(Box::pin(async move {
             let t0 = Instant::now();
             let result = fetch(client, req, timeout, deadline).await;
@@ -265,14 +286,20 @@ fn start<'a>(
     if items.is_empty() {
         return Ok(Started::Answered(empty_list_answer()));
     }
-    let requests: Vec<Result<Option<Request<_>>, CallError>> = items
+    let requests: Vec<Result<Option<ItemFetch<'a>>, CallError>> = items
         .iter()
         .map(|item| {
             let env = Env {
                 item: Some(item),
                 ..env
             };
-            render::request(call, up, &env, r.client_headers, r.forwarding, trace)
+            let req = render::request(call, up, &env, r.client_headers, r.forwarding, trace)?;
+            Ok(req.map(|req| match &call.cache {
+                Some(policy) => {
+                    ItemFetch::Cached(cached_fetch(r, call, policy, &env, client, req, deadline))
+                }
+                None => ItemFetch::Plain(Box::new(req)),
+            }))
         })
         .collect();
     Ok(Started::Sent(Box::pin(fan_out(
@@ -285,7 +312,7 @@ async fn fan_out(
     call: &CallPlan,
     for_each: &ForEach,
     client: &UpstreamClient,
-    requests: Vec<Result<Option<Request<crate::upstream::Body>>, CallError>>,
+    requests: Vec<Result<Option<ItemFetch<'_>>, CallError>>,
     deadline: Instant,
 ) -> Finished {
     let t0 = Instant::now();
@@ -332,6 +359,7 @@ fn finished(
         result,
         took: started.elapsed(),
         item_errors,
+        cache: None,
     }
 }
 
@@ -342,22 +370,70 @@ struct Finished {
     took: Duration,
     /// `for_each` items that failed but did not fail the call.
     item_errors: Vec<(usize, CallError)>,
+    /// How its cache answered, for a cached call.
+    cache: Option<CacheInfo>,
 }
 
 /// One item of a `for_each` call, tagged with its index.
 async fn fetch_item(
     index: usize,
     client: &UpstreamClient,
-    req: Result<Option<Request<crate::upstream::Body>>, CallError>,
+    req: Result<Option<ItemFetch<'_>>, CallError>,
     timeout: Duration,
     deadline: Instant,
 ) -> (usize, Result<Value, CallError>) {
     let answer = match req {
-        Ok(Some(req)) => fetch(client, req, timeout, deadline).await.map(|r| r.body),
+        Ok(Some(ItemFetch::Plain(req))) => {
+            fetch(client, *req, timeout, deadline).await.map(|r| r.body)
+        }
+        Ok(Some(ItemFetch::Cached(cached))) => cached.await.0.map(|r| r.body),
         Ok(None) => Ok(Value::Array(Vec::new())),
         Err(e) => Err(e),
     };
     (index, answer)
+}
+
+/// One item request of a `for_each` call: sent as is, or through the cache.
+enum ItemFetch<'a> {
+    Plain(Box<Request<crate::upstream::Body>>),
+    Cached(CachedFetch<'a>),
+}
+
+type CachedFetch<'a> =
+    Pin<Box<dyn Future<Output = (Result<JsonResponse, CallError>, CacheInfo)> + Send + 'a>>;
+
+/// A call's request through its cache: the key covers what the request
+/// sends; the fetch itself owns everything it needs, so that a flight can
+/// outlive the request that started it (other requests wait for it).
+fn cached_fetch<'a>(
+    r: &Execution<'a>,
+    call: &'a CallPlan,
+    policy: &'a CachePolicy,
+    env: &Env<'_>,
+    client: &UpstreamClient,
+    req: Request<crate::upstream::Body>,
+    deadline: Instant,
+) -> CachedFetch<'a> {
+    let up = &r.plan.upstreams[call.upstream];
+    let key = crate::cache::key::call_key(
+        &up.name,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        r.client_headers,
+        policy,
+    );
+    let tags = crate::cache::render_tags(&policy.tags, env);
+    let client = client.clone();
+    let timeout = call.timeout;
+    let upstream_fetch = Box::pin(async move { fetch(&client, req, timeout, deadline).await });
+    let cache = r.cache;
+    let no_store = crate::cache::freshness::request_forbids_store(r.client_headers);
+    Box::pin(async move {
+        cache
+            .call(policy, key, tags, no_store, upstream_fetch)
+            .await
+    })
 }
 
 /// One request with `min(timeout, time left)`.

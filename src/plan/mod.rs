@@ -4,6 +4,7 @@
 //! Invariant: `plan` does no I/O and nothing after it sees config text. A
 //! `Plan` that exists is valid; compiling collects every error, not the first.
 
+mod cache;
 mod explain;
 pub mod expr;
 pub mod graph;
@@ -16,6 +17,7 @@ pub use explain::explain;
 pub use shape::Shape;
 pub use telemetry::TelemetryPlan;
 
+use crate::cache::policy::{CachePolicy, CacheSettings};
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
 use expr::{CallId, Expr, Root, Scope};
 use http::{HeaderName, Method, StatusCode};
@@ -109,6 +111,8 @@ pub struct Plan {
     pub upstreams: Vec<UpstreamPlan>,
     /// Routes, indexed by the router's values.
     pub routes: Vec<RoutePlan>,
+    /// Cache tier settings (the Redis tier uses `limits.redis`).
+    pub cache: CacheSettings,
     /// Rate limit policies and the Redis they share.
     pub limits: limit::LimitsPlan,
     router: matchit::Router<Vec<usize>>,
@@ -188,6 +192,8 @@ pub struct Aggregate {
     pub respond: Respond,
     /// Status of a successful response.
     pub status: StatusCode,
+    /// Caching of the whole composed response.
+    pub cache: Option<Box<CachePolicy>>,
 }
 
 /// How an aggregation route builds its body.
@@ -226,6 +232,8 @@ pub struct CallPlan {
     pub deps: Vec<CallId>,
     /// Calls waiting for this one.
     pub dependents: Vec<CallId>,
+    /// Caching of this call's upstream answers.
+    pub cache: Option<CachePolicy>,
 }
 
 /// Per-item fan-out settings.
@@ -317,6 +325,8 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         c.error(u.pos, u.message());
     }
     let server = c.server(raw);
+    let cache_settings = c.cache_settings(raw);
+    c.cache = cache_settings.clone();
     let telemetry = c.telemetry(&raw.telemetry);
     let upstreams: Vec<UpstreamPlan> = raw
         .upstreams
@@ -380,6 +390,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
                 telemetry,
                 upstreams,
                 routes,
+                cache: cache_settings,
                 limits,
                 router,
             },
@@ -398,6 +409,7 @@ struct Compiler {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     upstream_names: Vec<String>,
+    cache: CacheSettings,
     policies: Vec<limit::CompiledPolicy>,
     used_policies: Vec<limit::PolicyId>,
 }
@@ -648,6 +660,9 @@ impl Compiler {
             if !r.forward_headers.is_empty() {
                 self.error(target.pos, "a `proxy` route forwards all end-to-end headers; `forward_headers` does not apply");
             }
+            if let Some(c) = &r.cache {
+                self.error(c.pos, "a `proxy` route streams and is not cached; cache an aggregation route or its calls");
+            }
             RouteKind::Proxy(self.proxy(target, &params)?)
         } else {
             if method.is_none() {
@@ -660,7 +675,28 @@ impl Compiler {
                 );
                 return None;
             }
-            RouteKind::Aggregate(self.aggregate(r, raw.pos, &params, &forward, timeout, upstreams)?)
+            let Some(mut agg) = self.aggregate(r, raw.pos, &params, &forward, timeout, upstreams)
+            else {
+                // Still check the policy, so one `check` reports its errors too.
+                if let Some(raw_cache) = &r.cache {
+                    let names: Vec<String> = r.calls.keys().cloned().collect();
+                    self.check_route_cache(raw_cache, &label, &params, &names);
+                }
+                return None;
+            };
+            if let Some(raw_cache) = &r.cache {
+                let names: Vec<String> = agg.calls.iter().map(|c| c.name.clone()).collect();
+                let scope = RouteScope {
+                    params: &params,
+                    calls: &names,
+                    item: false,
+                    errors: false,
+                };
+                agg.cache = self
+                    .route_cache(raw_cache, &label, method.as_ref(), &agg, &scope)
+                    .map(Box::new);
+            }
+            RouteKind::Aggregate(agg)
         };
         Some(RoutePlan {
             label,
@@ -939,6 +975,7 @@ impl Compiler {
             roots,
             respond,
             status,
+            cache: None,
         })
     }
 
@@ -1146,6 +1183,17 @@ impl Compiler {
             self.error(target.pos, format!("call `{name}` refers to itself"));
             return None;
         }
+        let cache = c.cache.as_ref().and_then(|raw_cache| {
+            let facts = cache::CallFacts {
+                name,
+                method: &method,
+                headers: &headers,
+                forward_headers: &forward_headers,
+                deps: &deps,
+                scope,
+            };
+            self.call_cache(raw_cache, &facts)
+        });
         Some(CallPlan {
             name: name.to_string(),
             upstream: upstream?,
@@ -1159,6 +1207,7 @@ impl Compiler {
             for_each,
             deps,
             dependents: Vec::new(),
+            cache,
         })
     }
 }

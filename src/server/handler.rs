@@ -4,6 +4,7 @@
 use super::forwarded::{client_ip, forwarding};
 use super::problem::{self, bad_request, call_error_json, call_failed};
 use super::{Gateway, observe, proxy, timing};
+use crate::cache::{self, RouteAnswer, policy::CachePolicy};
 use crate::compose;
 use crate::exec::eval::{Env, RequestView};
 use crate::exec::{self, CallState, Execution};
@@ -12,17 +13,19 @@ use crate::plan::{Aggregate, Lookup, Respond, RouteKind, RoutePlan};
 use crate::telemetry::trace::TraceContext;
 use crate::telemetry::{self, CallRecord, RequestRecord};
 use crate::upstream::{self, Body};
+use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
 /// Serves one request; never fails (every error is a response). Every
 /// response carries `Server-Timing`, at least with the total. Every answered
 /// request ends in one `RequestRecord` (metrics, access log, spans).
-pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let _in_flight = InFlight::enter(gw.telemetry.metrics());
@@ -37,6 +40,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> R
         peer,
         started,
         trace: trace.as_ref(),
+        gateway: gw,
     };
     let (mut resp, route) = route_request(gw, req, &path, &ctx, &mut calls).await;
     let duration = started.elapsed();
@@ -54,7 +58,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> R
         client: peer.ip(),
         trace,
         calls,
-        cache: None,
+        cache: resp.extensions().get::<cache::RouteOutcome>().map(|o| o.0),
         limiter: None,
     });
     resp
@@ -68,6 +72,9 @@ pub struct RequestContext<'a> {
     pub started: Instant,
     /// Its trace, when tracing is on.
     pub trace: Option<&'a TraceContext>,
+    /// The gateway, shared: a cached route's computation may outlive the
+    /// request that started it (other requests wait for it).
+    pub gateway: &'a Arc<Gateway>,
 }
 
 /// Counts a request in flight until dropped (also when the client goes away
@@ -279,34 +286,114 @@ async fn dispatch<'g>(
             resp
         }
         RouteKind::Aggregate(agg) => {
-            let mut params = Vec::with_capacity(raw_params.len());
-            for (name, raw) in route.params.iter().zip(&raw_params) {
-                match percent_encoding::percent_decode_str(raw).decode_utf8() {
-                    Ok(p) if p == "." || p == ".." => {
-                        return bad_request(format!("path parameter `{name}` cannot be `{p}`"));
-                    }
-                    Ok(p) => params.push(p.into_owned()),
-                    Err(_) => {
-                        return bad_request(format!(
-                            "path parameter `{name}` is not valid UTF-8 once decoded"
-                        ));
-                    }
-                }
+            if let Some(policy) = &agg.cache {
+                return cached_route(route, policy, &raw_params, req, fwd, ctx).await;
             }
-            let view = RequestView::new(&params, req.uri().query(), req.headers());
-            let run = Execution {
-                plan: &gw.plan,
+            let (query, headers) = (req.uri().query(), req.headers());
+            run_aggregate(
+                gw,
                 route,
                 agg,
-                upstreams: &gw.upstreams,
-                view: &view,
-                client_headers: req.headers(),
-                forwarding: &fwd,
-                trace: ctx.trace,
-            };
-            aggregate(gw, route, agg, &run, ctx.started, calls).await
+                &raw_params,
+                query,
+                headers,
+                &fwd,
+                ctx,
+                calls,
+            )
+            .await
         }
     }
+}
+
+/// A route with a `cache:` policy: the cache answers, and runs the route
+/// only when this request leads the fetch of a missing or stale entry. That
+/// run owns what it needs (other requests may wait for it after this one
+/// has gone), so its calls are not in this request's records.
+async fn cached_route(
+    route: &RoutePlan,
+    policy: &CachePolicy,
+    raw_params: &[&str],
+    req: Request<Incoming>,
+    fwd: crate::exec::render::Forwarding,
+    ctx: &RequestContext<'_>,
+) -> Response<Body> {
+    let gw = ctx.gateway;
+    let headers = req.headers();
+    let gzip = cache::accepts_gzip(headers);
+    let key = cache::key::route_key(req.uri().path(), req.uri().query(), headers, gzip, policy);
+    let no_store = cache::freshness::request_forbids_store(headers);
+    let (peer, trace) = (ctx.peer, ctx.trace.copied());
+    let compute = || -> BoxFuture<'static, RouteAnswer> {
+        let gw = gw.clone();
+        let index = gw.plan.routes.iter().position(|r| std::ptr::eq(r, route));
+        let params: Vec<String> = raw_params.iter().map(|p| p.to_string()).collect();
+        Box::pin(async move {
+            let route = index.map(|i| &gw.plan.routes[i]);
+            let Some((route, RouteKind::Aggregate(agg))) = route.map(|r| (r, &r.kind)) else {
+                return RouteAnswer::from_response(bad_request("route not found".into())).await;
+            };
+            let raw: Vec<&str> = params.iter().map(String::as_str).collect();
+            let ctx = RequestContext {
+                peer,
+                started: Instant::now(),
+                trace: trace.as_ref(),
+                gateway: &gw,
+            };
+            let mut calls = Vec::new();
+            let (query, headers) = (req.uri().query(), req.headers());
+            let resp = run_aggregate(
+                &gw, route, agg, &raw, query, headers, &fwd, &ctx, &mut calls,
+            )
+            .await;
+            RouteAnswer::from_response(resp).await
+        })
+    };
+    gw.cache
+        .route(policy, key, no_store, gzip, ctx.started, compute)
+        .await
+}
+
+/// Decodes the path parameters, runs the call graph and composes the response.
+#[allow(clippy::too_many_arguments)]
+async fn run_aggregate<'g>(
+    gw: &'g Gateway,
+    route: &'g RoutePlan,
+    agg: &'g Aggregate,
+    raw_params: &[&str],
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    fwd: &crate::exec::render::Forwarding,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
+) -> Response<Body> {
+    let mut params = Vec::with_capacity(raw_params.len());
+    for (name, raw) in route.params.iter().zip(raw_params) {
+        match percent_encoding::percent_decode_str(raw).decode_utf8() {
+            Ok(p) if p == "." || p == ".." => {
+                return bad_request(format!("path parameter `{name}` cannot be `{p}`"));
+            }
+            Ok(p) => params.push(p.into_owned()),
+            Err(_) => {
+                return bad_request(format!(
+                    "path parameter `{name}` is not valid UTF-8 once decoded"
+                ));
+            }
+        }
+    }
+    let view = RequestView::new(&params, query, headers);
+    let run = Execution {
+        plan: &gw.plan,
+        route,
+        agg,
+        upstreams: &gw.upstreams,
+        view: &view,
+        client_headers: headers,
+        forwarding: fwd,
+        trace: ctx.trace,
+        cache: &gw.cache,
+    };
+    aggregate(gw, route, agg, &run, ctx.started, calls).await
 }
 
 async fn aggregate<'g>(
@@ -398,6 +485,11 @@ async fn aggregate<'g>(
         && let Ok(v) = HeaderValue::from_str(&missing.join(", "))
     {
         h.insert("switchyard-missing", v);
+    }
+    if let Some(policy) = &agg.cache {
+        // For the route cache: the parts' lifetimes, privacy and the tags.
+        let parts = cache::route_parts(policy, agg, &outcome, &env);
+        resp.extensions_mut().insert(parts);
     }
     resp
 }

@@ -13,6 +13,7 @@ pub use readiness::Readiness;
 
 pub mod readiness;
 
+use crate::cache::Cache;
 use crate::limit::Limiter;
 use crate::plan::Plan;
 use crate::telemetry::{self, Telemetry, TelemetryError};
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub telemetry: Telemetry,
     /// Whether it takes traffic (`/readyz`).
     pub readiness: Readiness,
+    /// The caches of the plan's cached calls and routes.
+    pub cache: Cache,
 }
 
 impl Gateway {
@@ -73,12 +76,14 @@ impl Gateway {
     fn with_telemetry(plan: Plan, telemetry: Telemetry) -> Arc<Self> {
         let upstreams = Upstreams::new(&plan);
         let limiter = Limiter::new(&plan.limits);
+        let cache = Cache::new(&plan);
         Arc::new(Gateway {
             plan,
             upstreams,
             limiter,
             telemetry,
             readiness: Readiness::default(),
+            cache,
         })
     }
 }

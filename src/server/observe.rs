@@ -2,7 +2,7 @@
 
 use crate::exec::{CallState, Outcome, RouteFailure};
 use crate::plan::{Aggregate, Plan};
-use crate::telemetry::CallRecord;
+use crate::telemetry::{CacheLookup, CallRecord};
 use crate::upstream::CallError;
 use tokio::time::Instant;
 
@@ -26,7 +26,15 @@ pub fn aggregate_calls<'g>(
 ) {
     out.reserve(agg.calls.len());
     for (i, call) in agg.calls.iter().enumerate() {
-        let sent = outcome.started.get(i).copied().flatten();
+        let cached = outcome.cache.get(i).copied().flatten();
+        // An answer from the cache did not go out: not an upstream call.
+        let from_cache = cached.is_some_and(|c| c.lookup != CacheLookup::Miss);
+        let sent = outcome
+            .started
+            .get(i)
+            .copied()
+            .flatten()
+            .filter(|_| !from_cache);
         let duration = outcome
             .elapsed
             .get(i)
@@ -37,6 +45,7 @@ pub fn aggregate_calls<'g>(
             Some(CallState::Done(r)) if sent.is_some() => {
                 ("ok", call.for_each.is_none().then(|| r.status.as_u16()))
             }
+            Some(CallState::Done(r)) if from_cache => ("ok", Some(r.status.as_u16())),
             Some(CallState::Done(_)) => ("empty_list", None),
             Some(CallState::Failed(CallError::Status(s))) => ("status", Some(s.as_u16())),
             Some(CallState::Failed(e)) => (e.kind(), None),
@@ -53,7 +62,7 @@ pub fn aggregate_calls<'g>(
             outcome: kind,
             status,
             waited_for: &call.deps,
-            cache: None,
+            cache: cached.map(|c| c.desc()),
         });
     }
 }

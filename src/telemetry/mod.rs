@@ -112,6 +112,61 @@ fn describe() {
         "switchyard_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind or failed."
     );
+    describe_cache();
+}
+
+/// HELP lines of the cache's metrics.
+fn describe_cache() {
+    use metrics::{describe_counter, describe_gauge};
+    for (name, help) in [
+        (
+            "switchyard_cache_hits_total",
+            "Cache hits, by level (call, route), name and tier (l1, l2).",
+        ),
+        (
+            "switchyard_cache_misses_total",
+            "Cache misses fetched from the upstream, by level and name.",
+        ),
+        (
+            "switchyard_cache_collapsed_total",
+            "Requests that waited for another request's fetch of the same key.",
+        ),
+        (
+            "switchyard_cache_stale_served_total",
+            "Stale answers served, by reason (while_revalidate, if_error).",
+        ),
+        (
+            "switchyard_cache_refreshes_total",
+            "Background stale-while-revalidate refreshes, by outcome.",
+        ),
+        (
+            "switchyard_cache_store_skipped_total",
+            "Answers not stored, by reason.",
+        ),
+        (
+            "switchyard_cache_evictions_total",
+            "Entries the in-process tier evicted to stay within max_bytes.",
+        ),
+        (
+            "switchyard_cache_redis_errors_total",
+            "Redis errors of the cache tier, by operation.",
+        ),
+        (
+            "switchyard_cache_purges_total",
+            "Purges applied, by kind (key, prefix, tag) and source (admin, broadcast).",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
+    describe_gauge!(
+        "switchyard_cache_bytes",
+        metrics::Unit::Bytes,
+        "Bytes held by the in-process cache tier."
+    );
+    describe_gauge!(
+        "switchyard_cache_entries",
+        "Entries held by the in-process cache tier."
+    );
 }
 
 /// A config reload was tried; a failed one leaves the old plan serving.
@@ -297,4 +352,137 @@ pub fn ratelimit_backend_error(error: &str, first: bool) {
 pub fn ratelimit_backend_recovered() {
     metrics::gauge!("switchyard_ratelimit_degraded").set(0.0);
     tracing::info!("rate limit backend (redis) recovered");
+}
+
+/// How a cache lookup ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheLookup {
+    /// Served from the in-process tier.
+    HitL1,
+    /// Served from the Redis tier.
+    HitL2,
+    /// Fetched from the upstream.
+    Miss,
+    /// Waited for another request's fetch of the same key.
+    Collapsed,
+    /// Served stale while one refresh runs.
+    Stale,
+    /// Served stale because the upstream failed.
+    StaleIfError,
+}
+
+/// The counters of one cache policy, registered once (not per request):
+/// `switchyard_cache_{hits,misses,collapsed,stale_served,refreshes}_total`
+/// labelled `level` (`call`/`route`) and `name` (call name or route template).
+pub struct CacheEvents {
+    level: &'static str,
+    name: String,
+    hit_l1: metrics::Counter,
+    hit_l2: metrics::Counter,
+    miss: metrics::Counter,
+    collapsed: metrics::Counter,
+    stale: metrics::Counter,
+    stale_if_error: metrics::Counter,
+    refreshed: metrics::Counter,
+    refresh_failed: metrics::Counter,
+}
+
+impl std::fmt::Debug for CacheEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CacheEvents({} {})", self.level, self.name)
+    }
+}
+
+impl CacheEvents {
+    /// Registers the counters of one policy.
+    pub fn new(level: &'static str, name: &str) -> CacheEvents {
+        let l = |extra: (&'static str, &'static str)| {
+            [
+                ("level", level.to_string()),
+                ("name", name.to_string()),
+                (extra.0, extra.1.to_string()),
+            ]
+        };
+        CacheEvents {
+            level,
+            name: name.to_string(),
+            hit_l1: metrics::counter!("switchyard_cache_hits_total", &l(("tier", "l1"))),
+            hit_l2: metrics::counter!("switchyard_cache_hits_total", &l(("tier", "l2"))),
+            miss: metrics::counter!("switchyard_cache_misses_total", &l(("tier", "upstream"))),
+            collapsed: metrics::counter!(
+                "switchyard_cache_collapsed_total",
+                &l(("tier", "upstream"))
+            ),
+            stale: metrics::counter!(
+                "switchyard_cache_stale_served_total",
+                &l(("reason", "while_revalidate"))
+            ),
+            stale_if_error: metrics::counter!(
+                "switchyard_cache_stale_served_total",
+                &l(("reason", "if_error"))
+            ),
+            refreshed: metrics::counter!("switchyard_cache_refreshes_total", &l(("outcome", "ok"))),
+            refresh_failed: metrics::counter!(
+                "switchyard_cache_refreshes_total",
+                &l(("outcome", "failed"))
+            ),
+        }
+    }
+
+    /// A lookup ended.
+    pub fn lookup(&self, how: CacheLookup) {
+        match how {
+            CacheLookup::HitL1 => &self.hit_l1,
+            CacheLookup::HitL2 => &self.hit_l2,
+            CacheLookup::Miss => &self.miss,
+            CacheLookup::Collapsed => &self.collapsed,
+            CacheLookup::Stale => &self.stale,
+            CacheLookup::StaleIfError => &self.stale_if_error,
+        }
+        .increment(1);
+    }
+
+    /// A background stale-while-revalidate refresh ended.
+    pub fn refreshed(&self, ok: bool) {
+        if ok {
+            &self.refreshed
+        } else {
+            &self.refresh_failed
+        }
+        .increment(1);
+    }
+
+    /// An answer was not stored; `reason` is a fixed word (`status`,
+    /// `partial`, `no_store`, `no_cache`, `private`, `expired`,
+    /// `request_no_store`, `purged`).
+    pub fn store_skipped(&self, reason: &'static str) {
+        let labels = [
+            ("level", self.level.to_string()),
+            ("name", self.name.clone()),
+            ("reason", reason.to_string()),
+        ];
+        metrics::counter!("switchyard_cache_store_skipped_total", &labels).increment(1);
+    }
+}
+
+/// The in-process tier evicted an entry to stay within its byte bound.
+pub fn cache_evicted() {
+    metrics::counter!("switchyard_cache_evictions_total").increment(1);
+}
+
+/// What the in-process tier holds now.
+pub fn cache_held(bytes: u64, entries: u64) {
+    metrics::gauge!("switchyard_cache_bytes").set(bytes as f64);
+    metrics::gauge!("switchyard_cache_entries").set(entries as f64);
+}
+
+/// A Redis command of the cache tier failed (`op`: get, set, purge, publish, subscribe).
+pub fn cache_redis_error(op: &'static str) {
+    metrics::counter!("switchyard_cache_redis_errors_total", "op" => op).increment(1);
+}
+
+/// A purge was applied; `source` is `admin` or `broadcast`.
+pub fn cache_purged(kind: &'static str, source: &'static str) {
+    metrics::counter!("switchyard_cache_purges_total", "kind" => kind, "source" => source)
+        .increment(1);
 }

@@ -128,7 +128,8 @@ impl Upstreams {
     }
 }
 
-/// A keep-alive connection pool to one upstream.
+/// A keep-alive connection pool to one upstream (clones share the pool).
+#[derive(Clone)]
 pub struct UpstreamClient {
     /// Response body cap in bytes.
     pub max_body: u64,

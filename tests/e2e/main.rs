@@ -1,5 +1,6 @@
 //! End-to-end tests: real sockets, real upstream servers, the gateway on port 0.
 
+mod cache;
 mod cli;
 mod common;
 mod dashboard_browser;
