@@ -10,3 +10,6 @@ pub mod plan;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+
+#[cfg(test)]
+mod properties;

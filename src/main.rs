@@ -41,6 +41,10 @@ enum Command {
         /// The config file.
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
+        /// Do not reload when the config file changes (SIGHUP and
+        /// `POST /reload` on the admin listener still reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Check a config file: every error with file:line:column, then warnings.
     Check {
@@ -98,10 +102,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One crypto provider for the process, before any TLS config exists.
+    plan::install_default_provider();
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, no_watch } => {
             let plan = load(&config)?;
-            runtime()?.block_on(run(plan))
+            runtime()?.block_on(run(plan, config, !no_watch))
         }
         Command::Check { config } => check(&config),
         Command::Explain { config, route } => {
@@ -173,12 +179,27 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(plan: Plan) -> anyhow::Result<()> {
-    let (gateway, admin, gw) = start(plan).await?;
+async fn run(plan: Plan, config: PathBuf, watch: bool) -> anyhow::Result<()> {
+    let (listen, admin_listen) = (plan.server.listen, plan.server.admin_listen);
+    let gw = Gateway::try_new(plan)?;
+    let shared: server::SharedGateway = Arc::new(arc_swap::ArcSwap::new(gw));
+    let reloader = server::reload::Reloader::new(config, shared.clone());
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+    let admin = switchyard::admin::serve_with_reload(admin, reloader.clone())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let gateway = server::serve_shared(shared.clone(), listener)?;
+    if watch {
+        reloader.clone().watch();
+    }
+    reload_on_sighup(reloader);
     tracing::info!(addr = %gateway.addr(), admin = %admin.addr(), "switchyard listening");
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
-    stop(gateway, admin, gw).await;
+    stop(gateway, admin, shared.load_full()).await;
     Ok(())
 }
 
@@ -205,6 +226,23 @@ async fn stop(gateway: server::RunningServer, admin: server::RunningServer, gw: 
     gateway.shutdown().await;
     admin.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || gw.telemetry.shutdown()).await;
+}
+
+/// SIGHUP reloads the config (Unix only).
+fn reload_on_sighup(reloader: std::sync::Arc<server::reload::Reloader>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload through the admin endpoint");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            reloader.reload("SIGHUP").await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 async fn shutdown_signal() {

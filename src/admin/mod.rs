@@ -107,3 +107,28 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     );
     resp
 }
+
+/// `serve`, plus `POST /reload` (reload the config now) and `GET /reload`
+/// (how the last reload went).
+pub fn serve_with_reload(
+    listener: tokio::net::TcpListener,
+    reloader: std::sync::Arc<crate::server::reload::Reloader>,
+) -> std::io::Result<RunningServer> {
+    telemetry::prometheus();
+    crate::server::serve_fn(listener, move |req, _peer| {
+        let reloader = reloader.clone();
+        async move {
+            if let Some(resp) = crate::server::reload::admin_endpoint(&reloader, &req).await {
+                return resp;
+            }
+            // The gateway serving right now: a reload swaps it.
+            let g = reloader.gateway().load_full();
+            let (m, u) = (req.method(), req.uri());
+            if let Some(resp) = crate::cache::admin::handle(&g.cache, m, u.path(), u.query()).await
+            {
+                return resp;
+            }
+            handle(req, Some(&g))
+        }
+    })
+}

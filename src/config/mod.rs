@@ -6,10 +6,12 @@
 
 mod cache;
 mod raw;
+mod resilience;
 mod shape;
 
 pub use cache::{RawCache, RawCachePolicy, RawCacheScope, RawCacheSettings};
 pub use raw::*;
+pub use resilience::*;
 pub use shape::{RawShape, ShapeNode};
 
 use std::fmt;
@@ -229,6 +231,11 @@ fn locate_key(text: &str, raw: &RawConfig, path: &[String]) -> Pos {
 
 /// Byte offset of `key:` written as a key (after indentation, `- `, `{` or `,`).
 fn find_key(text: &str, from: usize, key: &str) -> Option<usize> {
+    // An empty segment (a key such as `.` or `a.`, split on its dots) would
+    // match everywhere without advancing.
+    if key.is_empty() {
+        return None;
+    }
     let mut at = from;
     while let Some(i) = text.get(at..)?.find(key) {
         let start = at + i;

@@ -135,6 +135,20 @@ pub struct RawServer {
     /// IPv6 clients are identified by this prefix length, so one host cannot
     /// rotate through its addresses (default 64).
     pub client_ipv6_prefix: Option<Sp<u8>>,
+    /// Longest a client may take to send its request headers (default 10s).
+    pub header_read_timeout: Option<Sp<String>>,
+    /// Largest request head, request line and headers (default 64KiB).
+    pub max_header_size: Option<Sp<SizeValue>>,
+    /// Most open client connections; more are closed at once (default 10000).
+    pub max_connections: Option<Sp<usize>>,
+    /// Longest time from a request's head to its response's head (default 60s).
+    pub request_timeout: Option<Sp<String>>,
+    /// How long shutdown waits for in-flight requests (default 10s).
+    pub drain_timeout: Option<Sp<String>>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 through ALPN) with this certificate.
+    pub tls: Option<Sp<super::RawServerTls>>,
+    /// Accept HTTP/2 without TLS (prior knowledge) on a plain listener (default true).
+    pub h2c: Option<Sp<bool>>,
 }
 
 /// Metrics, trace context, OTLP export and the access log.
@@ -191,6 +205,21 @@ pub struct RawUpstream {
     pub max_body: Option<Sp<SizeValue>>,
     /// Idle keep-alive connections kept per host (default 256).
     pub pool_idle_per_host: Option<usize>,
+    /// Retries of failed calls (default: none).
+    pub retry: Option<Sp<super::RawRetry>>,
+    /// Circuit breaker (default: off).
+    pub breaker: Option<Sp<super::RawBreaker>>,
+    /// Most calls in flight to this upstream; more fail at once with 503 (default 1024).
+    pub max_in_flight: Option<Sp<usize>>,
+    /// Idempotent calls: send a second attempt if the first has not answered
+    /// after this long; the first answer wins (default: off).
+    pub hedge_after: Option<Sp<String>>,
+    /// Ask for gzip, br or deflate bodies (default false; encoded bodies are decoded either way).
+    pub compression: Option<Sp<bool>>,
+    /// https upstreams: trust this CA bundle (PEM) instead of the system's roots.
+    pub ca: Option<Sp<String>>,
+    /// Speak HTTP/2: negotiated through ALPN over https, prior knowledge over http (default false).
+    pub http2: Option<Sp<bool>>,
 }
 
 /// One route: a method and path, then calls with a response shape or merge, or a proxy.
@@ -260,6 +289,10 @@ pub struct RawCall {
     pub body: Option<super::RawShape>,
     /// A tighter timeout than the upstream's.
     pub timeout: Option<Sp<String>>,
+    /// Retry settings of this call, over the upstream's.
+    pub retry: Option<Sp<super::RawRetry>>,
+    /// Hedging delay of this call (`off` to turn the upstream's off).
+    pub hedge_after: Option<Sp<String>>,
     /// Run the call once per distinct element of this list expression.
     pub for_each: Option<Sp<String>>,
     /// With for_each: at most this many item calls at once (default 16).

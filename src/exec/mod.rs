@@ -13,6 +13,7 @@ use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
 use crate::telemetry::trace::TraceContext;
 use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
+use bytes::Bytes;
 use eval::{Env, RequestView};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderMap, Request, StatusCode};
@@ -255,7 +256,6 @@ fn start<'a>(
         else {
             return Ok(Started::Answered(empty_list_answer()));
         };
-        let timeout = call.timeout;
         if let Some(policy) = &call.cache {
             let cached = cached_fetch(r, call, policy, &env, client, req, deadline);
             return Ok(Started::Sent(Box::pin(async move {
@@ -269,7 +269,7 @@ fn start<'a>(
         }
         return Ok(Started::Sent(Box::pin(async move {
             let t0 = Instant::now();
-            let result = fetch(client, req, timeout, deadline).await;
+            let result = client.call(req, call, deadline).await;
             finished(id, result, t0, Vec::new())
         })));
     };
@@ -316,12 +316,11 @@ async fn fan_out(
     deadline: Instant,
 ) -> Finished {
     let t0 = Instant::now();
-    let timeout = call.timeout;
     // Futures are lazy: collecting them sends nothing.
     let items: Vec<_> = requests
         .into_iter()
         .enumerate()
-        .map(|(i, req)| fetch_item(i, client, req, timeout, deadline))
+        .map(|(i, req)| fetch_item(i, client, req, call, deadline))
         .collect();
     // `buffer_unordered` refills a slot the moment any item finishes (no
     // head-of-line blocking); the index puts answers back in input order.
@@ -379,13 +378,11 @@ async fn fetch_item(
     index: usize,
     client: &UpstreamClient,
     req: Result<Option<ItemFetch<'_>>, CallError>,
-    timeout: Duration,
+    call: &CallPlan,
     deadline: Instant,
 ) -> (usize, Result<Value, CallError>) {
     let answer = match req {
-        Ok(Some(ItemFetch::Plain(req))) => {
-            fetch(client, *req, timeout, deadline).await.map(|r| r.body)
-        }
+        Ok(Some(ItemFetch::Plain(req))) => client.call(*req, call, deadline).await.map(|r| r.body),
         Ok(Some(ItemFetch::Cached(cached))) => cached.await.0.map(|r| r.body),
         Ok(None) => Ok(Value::Array(Vec::new())),
         Err(e) => Err(e),
@@ -395,7 +392,7 @@ async fn fetch_item(
 
 /// One item request of a `for_each` call: sent as is, or through the cache.
 enum ItemFetch<'a> {
-    Plain(Box<Request<crate::upstream::Body>>),
+    Plain(Box<Request<Bytes>>),
     Cached(CachedFetch<'a>),
 }
 
@@ -411,7 +408,7 @@ fn cached_fetch<'a>(
     policy: &'a CachePolicy,
     env: &Env<'_>,
     client: &UpstreamClient,
-    req: Request<crate::upstream::Body>,
+    req: Request<Bytes>,
     deadline: Instant,
 ) -> CachedFetch<'a> {
     let up = &r.plan.upstreams[call.upstream];
@@ -425,8 +422,12 @@ fn cached_fetch<'a>(
     );
     let tags = crate::cache::render_tags(&policy.tags, env);
     let client = client.clone();
-    let timeout = call.timeout;
-    let upstream_fetch = Box::pin(async move { fetch(&client, req, timeout, deadline).await });
+    let (retry, hedge_after, timeout) = (call.retry.clone(), call.hedge_after, call.timeout);
+    let upstream_fetch = Box::pin(async move {
+        client
+            .call_with(req, &retry, hedge_after, timeout, deadline)
+            .await
+    });
     let cache = r.cache;
     let no_store = crate::cache::freshness::request_forbids_store(r.client_headers);
     Box::pin(async move {
@@ -434,18 +435,4 @@ fn cached_fetch<'a>(
             .call(policy, key, tags, no_store, upstream_fetch)
             .await
     })
-}
-
-/// One request with `min(timeout, time left)`.
-async fn fetch(
-    client: &UpstreamClient,
-    req: Request<crate::upstream::Body>,
-    timeout: Duration,
-    deadline: Instant,
-) -> Result<JsonResponse, CallError> {
-    let budget = timeout.min(deadline.saturating_duration_since(Instant::now()));
-    match tokio::time::timeout(budget, client.fetch_json(req)).await {
-        Ok(result) => result,
-        Err(_) => Err(CallError::Timeout(budget)),
-    }
 }

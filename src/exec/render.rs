@@ -5,7 +5,8 @@ use super::eval::{self, Env};
 use crate::compose;
 use crate::plan::template::{Encoding, Piece, Template};
 use crate::plan::{CallPlan, UpstreamPlan};
-use crate::upstream::{self, Body, CallError};
+use crate::upstream::CallError;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
@@ -159,7 +160,8 @@ pub fn write_path_rest(raw: &str, what: &str, out: &mut String) -> Result<(), Ca
 }
 
 /// The request for one call (or one item of a `for_each` call); `trace` is
-/// the call's own, when the gateway traces.
+/// the call's own, when the gateway traces. Its body is buffered so that a
+/// retry or a hedge can send it again.
 pub fn request(
     call: &CallPlan,
     up: &UpstreamPlan,
@@ -167,9 +169,9 @@ pub fn request(
     client_headers: &HeaderMap,
     fwd: &Forwarding,
     trace: Option<&CallTrace>,
-) -> Result<Option<Request<Body>>, CallError> {
+) -> Result<Option<Request<Bytes>>, CallError> {
     let mut url = String::with_capacity(64);
-    url.push_str("http://");
+    url.push_str(up.scheme_prefix());
     url.push_str(up.authority.as_str());
     url.push_str(&up.base_path);
     let url = match render(&call.url, env, &mut url)? {
@@ -204,9 +206,9 @@ pub fn request(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            upstream::full(serde_json::to_vec(&compose::build(shape, env)).unwrap_or_default())
+            Bytes::from(serde_json::to_vec(&compose::build(shape, env)).unwrap_or_default())
         }
-        None => upstream::empty(),
+        None => Bytes::new(),
     };
     builder
         .body(body)

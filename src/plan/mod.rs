@@ -9,13 +9,17 @@ mod explain;
 pub mod expr;
 pub mod graph;
 pub mod limit;
+pub mod resilience;
 pub mod shape;
 pub mod telemetry;
 pub mod template;
+mod tls;
 
 pub use explain::explain;
+pub use resilience::{BreakerPolicy, BudgetPolicy, ListenerLimits, RetryPolicy};
 pub use shape::Shape;
 pub use telemetry::TelemetryPlan;
+pub use tls::{install_default_provider, provider as tls_provider};
 
 use crate::cache::policy::{CachePolicy, CacheSettings};
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
@@ -132,6 +136,12 @@ pub struct ServerPlan {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted client request body.
     pub max_request_body: u64,
+    /// Client-side limits: header timeout and size, connections, time.
+    pub limits: ListenerLimits,
+    /// TLS for the listener, when it serves HTTPS.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Accept HTTP/2 prior knowledge on a plain listener.
+    pub h2c: bool,
 }
 
 /// One upstream service.
@@ -151,6 +161,33 @@ pub struct UpstreamPlan {
     pub max_body: u64,
     /// Idle keep-alive connections kept.
     pub pool_idle_per_host: usize,
+    /// How its calls are retried (calls may override).
+    pub retry: RetryPolicy,
+    /// How much retrying its calls may add.
+    pub budget: BudgetPolicy,
+    /// Its circuit breaker, if on.
+    pub breaker: Option<BreakerPolicy>,
+    /// Most calls in flight at once.
+    pub max_in_flight: usize,
+    /// Hedging delay of idempotent calls (calls may override).
+    pub hedge_after: Option<Duration>,
+    /// Ask for compressed bodies.
+    pub compression: bool,
+    /// For https upstreams: the TLS config (roots, ALPN).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Speak HTTP/2 (ALPN over TLS, prior knowledge over http).
+    pub http2: bool,
+}
+
+impl UpstreamPlan {
+    /// `http://` or `https://`, for building request URLs.
+    pub fn scheme_prefix(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        }
+    }
 }
 
 /// One route.
@@ -226,6 +263,10 @@ pub struct CallPlan {
     pub timeout: Duration,
     /// A failure yields null instead of failing the route.
     pub optional: bool,
+    /// How the call is retried.
+    pub retry: RetryPolicy,
+    /// Hedging delay; only ever set on idempotent calls.
+    pub hedge_after: Option<Duration>,
     /// Per-item fan-out.
     pub for_each: Option<ForEach>,
     /// Calls this one waits for.
@@ -320,7 +361,14 @@ pub fn compile_str(file: &str, text: &str) -> Result<(Plan, Report), LoadError> 
 
 /// Compiles a raw config; on success the report holds only warnings.
 pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError> {
-    let mut c = Compiler::default();
+    let mut c = Compiler {
+        // Files the config names (TLS) are relative to the config file.
+        base_dir: std::path::Path::new(file)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+        ..Compiler::default()
+    };
     for u in &raw.unknown_fields {
         c.error(u.pos, u.message());
     }
@@ -412,6 +460,7 @@ struct Compiler {
     cache: CacheSettings,
     policies: Vec<limit::CompiledPolicy>,
     used_policies: Vec<limit::PolicyId>,
+    base_dir: std::path::PathBuf,
 }
 
 /// Names a call cannot have: they are expression roots.
@@ -525,11 +574,17 @@ impl Compiler {
             "max_request_body",
             DEFAULT_MAX_REQUEST_BODY,
         );
+        let limits = self.listener_limits(s);
+        let base = self.base_dir.clone();
+        let tls = self.server_tls(&s.tls, &base);
         Some(ServerPlan {
             listen,
             admin_listen,
             trusted_proxies,
             max_request_body,
+            limits,
+            tls,
+            h2c: s.h2c.as_ref().is_none_or(|h| h.value),
         })
     }
 
@@ -550,6 +605,17 @@ impl Compiler {
             DEFAULT_CONNECT_TIMEOUT,
         );
         let max_body = self.size(&u.max_body, "max_body", DEFAULT_MAX_UPSTREAM_BODY);
+        let (retry, budget) = self.upstream_retry(&u.retry);
+        let breaker = self.breaker(&u.breaker);
+        let max_in_flight = match &u.max_in_flight {
+            Some(n) if n.value == 0 => {
+                self.error(n.pos, "`max_in_flight` must be at least 1");
+                1
+            }
+            Some(n) => n.value,
+            None => resilience::DEFAULT_MAX_IN_FLIGHT,
+        };
+        let hedge_after = self.hedge_after(&u.hedge_after, None);
         let uri = match u.url.value.parse::<http::Uri>() {
             Ok(uri) => uri,
             Err(e) => {
@@ -560,28 +626,30 @@ impl Compiler {
                 return None;
             }
         };
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                self.error(
-                    u.url.pos,
-                    format!(
-                        "upstream `{name}`: https upstreams are not supported yet; use http://"
-                    ),
-                );
-                return None;
+        let http2 = u.http2.as_ref().is_some_and(|h| h.value);
+        let base = self.base_dir.clone();
+        let tls = match uri.scheme_str() {
+            Some("http") => {
+                if let Some(ca) = &u.ca {
+                    self.error(
+                        ca.pos,
+                        format!("upstream `{name}`: `ca` is for https:// upstreams"),
+                    );
+                }
+                None
             }
+            Some("https") => Some(self.upstream_tls(name, &u.ca, u.url.pos, &base)?),
             _ => {
                 self.error(
                     u.url.pos,
                     format!(
-                        "upstream `{name}`: the URL must start with `http://`, not `{}`",
+                        "upstream `{name}`: the URL must start with `http://` or `https://`, not `{}`",
                         u.url.value
                     ),
                 );
                 return None;
             }
-        }
+        };
         let Some(authority) = uri.authority().cloned() else {
             self.error(u.url.pos, format!("upstream `{name}`: the URL has no host"));
             return None;
@@ -600,6 +668,14 @@ impl Compiler {
             connect_timeout,
             max_body,
             pool_idle_per_host: u.pool_idle_per_host.unwrap_or(DEFAULT_POOL_IDLE_PER_HOST),
+            retry,
+            budget,
+            breaker,
+            max_in_flight,
+            hedge_after,
+            compression: u.compression.as_ref().is_some_and(|c| c.value),
+            tls,
+            http2,
         })
     }
 
@@ -1113,6 +1189,22 @@ impl Compiler {
             None => upstream_timeout,
             Some(_) => self.duration(&c.timeout, "timeout", upstream_timeout),
         };
+        let up_plan = upstream.and_then(|u| upstreams.get(u));
+        let retry = match up_plan {
+            Some(u) => self.call_retry(&c.retry, &u.retry, &method),
+            None => RetryPolicy::default(),
+        };
+        let hedge_after = self.hedge_after(&c.hedge_after, up_plan.and_then(|u| u.hedge_after));
+        if let Some(h) = &c.hedge_after
+            && hedge_after.is_some()
+            && !resilience::is_idempotent(&method)
+        {
+            self.error(
+                h.pos,
+                format!("a {method} call is not idempotent and cannot be hedged"),
+            );
+        }
+        let hedge_after = hedge_after.filter(|_| resilience::is_idempotent(&method));
         let for_each = match (&c.for_each, for_each_list) {
             (Some(_), Some(list)) => Some(ForEach {
                 list,
@@ -1204,6 +1296,8 @@ impl Compiler {
             body,
             timeout,
             optional: c.optional,
+            retry,
+            hedge_after,
             for_each,
             deps,
             dependents: Vec::new(),

@@ -80,14 +80,20 @@ pub fn parse_url(
         text,
         scope,
         |lit| {
-            if let Some(c) = lit
-                .chars()
-                .find(|c| c.is_whitespace() || c.is_control() || *c == '#')
-            {
+            // Only characters a URI may hold literally (RFC 3986), so that a
+            // template that compiles always renders a valid request URI.
+            if let Some(c) = lit.chars().find(|c| !is_uri_literal(*c)) {
                 return Err(format!(
-                    "`{}` is not allowed in a URL template",
+                    "`{}` is not allowed in a URL template (percent-encode it)",
                     c.escape_default()
                 ));
+            }
+            let bad_escape = lit.match_indices('%').any(|(i, _)| {
+                let hex = lit.as_bytes().get(i + 1..i + 3);
+                !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+            });
+            if bad_escape {
+                return Err("`%` in a URL template must start an escape like `%2F`".into());
             }
             in_query.set(in_query.get() || lit.contains('?'));
             Ok(())
@@ -101,6 +107,16 @@ pub fn parse_url(
             }
         },
     )
+}
+
+/// A character the request URI may hold as is, in the path and in the
+/// query: decided by the URI parser the request is built with, so that the
+/// two can never disagree (`#` would end the URL, whitespace is never valid).
+fn is_uri_literal(c: char) -> bool {
+    if c == '#' || c.is_whitespace() || c.is_control() {
+        return false;
+    }
+    c.is_ascii_alphanumeric() || format!("http://h/a{c}b?a{c}b").parse::<http::Uri>().is_ok()
 }
 
 /// Parses a header value template.

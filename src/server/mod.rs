@@ -1,12 +1,22 @@
 //! The listener: accepts connections (HTTP/1.1 and HTTP/2 on one port),
 //! serves each with the gateway's handler, and drains them on shutdown.
+//!
+//! Client-side limits (`server.limits`) are applied here: a header-read
+//! timeout, a cap on the request head, a connection cap (connections over
+//! it are closed at once), and a time limit from request head to response
+//! head. The gateway being served sits behind an `ArcSwap` so that a reload
+//! (`reload.rs`) replaces it atomically: each request takes the gateway
+//! current when it arrives and keeps it to the end.
 
 mod forwarded;
+mod framing;
 mod handler;
 mod observe;
 mod problem;
 mod proxy;
+pub mod reload;
 mod timing;
+pub mod tls;
 
 pub use forwarded::{client_ip, is_trusted};
 pub use readiness::Readiness;
@@ -15,10 +25,11 @@ pub mod readiness;
 
 use crate::cache::Cache;
 use crate::limit::Limiter;
-use crate::plan::Plan;
+use crate::plan::{ListenerLimits, Plan};
 use crate::telemetry::{self, Telemetry, TelemetryError};
 use crate::upstream::{Body, Upstreams};
-use http::{Request, Response};
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -35,9 +46,12 @@ use tokio::task::JoinHandle;
 
 /// How long a client may take to send its request headers: stops slow-header
 /// (slowloris) clients from holding connections open.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_HEADER_READ_TIMEOUT;
 /// How long shutdown waits for in-flight requests.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DRAIN_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_DRAIN_TIMEOUT;
+
+/// The gateway being served, replaceable as a whole by a reload.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
 
 /// A compiled plan with the connection pools it needs: what serves requests.
 pub struct Gateway {
@@ -71,6 +85,19 @@ impl Gateway {
             Telemetry::without_sinks(&plan)
         });
         Self::with_telemetry(plan, telemetry)
+    }
+
+    /// The gateway for a reloaded plan: fresh pools and policies, the same
+    /// readiness (a reload never makes the process look unready).
+    pub fn reloaded(plan: Plan, previous: &Gateway) -> Arc<Self> {
+        let fresh = Self::new(plan);
+        match Arc::try_unwrap(fresh) {
+            Ok(mut gw) => {
+                gw.readiness = previous.readiness.clone();
+                Arc::new(gw)
+            }
+            Err(shared) => shared,
+        }
     }
 
     fn with_telemetry(plan: Plan, telemetry: Telemetry) -> Arc<Self> {
@@ -121,20 +148,65 @@ impl RunningServer {
 /// Serves the gateway on an already bound listener.
 /// The gateway is ready from here on: its listener is bound.
 pub fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<RunningServer> {
+    serve_shared(Arc::new(ArcSwap::new(gateway)), listener)
+}
+
+/// Serves whichever gateway `shared` holds when each request arrives; the
+/// listener limits are those of the gateway served first.
+pub fn serve_shared(
+    shared: SharedGateway,
+    listener: TcpListener,
+) -> std::io::Result<RunningServer> {
     telemetry::prometheus();
-    let readiness = gateway.readiness.clone();
-    let mut server = serve_fn(listener, move |req, peer| {
-        let gw = gateway.clone();
-        async move { handler::handle(&gw, req, peer).await }
+    let server = shared.load().plan.server.clone();
+    let request_timeout = server.limits.request_timeout;
+    let transport = tls::Transport::new(server.tls.clone(), server.h2c);
+    let first = shared.load_full();
+    let readiness = first.readiness.clone();
+    let mut running = serve_fn_with(listener, server.limits, transport, move |req, peer| {
+        let gw = shared.load_full();
+        async move {
+            match tokio::time::timeout(request_timeout, handler::handle(&gw, req, peer)).await {
+                Ok(resp) => resp,
+                Err(_) => problem::problem(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Request timed out",
+                    format!(
+                        "no response within the request time limit of {}",
+                        humantime::format_duration(request_timeout)
+                    ),
+                    serde_json::Map::new(),
+                ),
+            }
+        }
     })?;
     readiness.ready();
-    server.readiness = Some(readiness);
-    Ok(server)
+    running.readiness = Some(readiness);
+    Ok(running)
 }
 
 /// Accepts connections on `listener` and answers every request with
-/// `handle` (HTTP/1.1 and HTTP/2), until shut down.
+/// `handle` (HTTP/1.1 and HTTP/2), with default limits, until shut down.
 pub fn serve_fn<F, Fut>(listener: TcpListener, handle: F) -> std::io::Result<RunningServer>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_fn_with(
+        listener,
+        ListenerLimits::default(),
+        tls::Transport::plain(),
+        handle,
+    )
+}
+
+/// `serve_fn` with the given client-side limits.
+pub fn serve_fn_with<F, Fut>(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    transport: tls::Transport,
+    handle: F,
+) -> std::io::Result<RunningServer>
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -146,8 +218,26 @@ where
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_size)
             .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        // Plain connections without h2c speak HTTP/1.1 only; over TLS,
+        // ALPN has chosen the protocol and the preface confirms it.
+        let http1_only = !transport.h2c && transport.tls.is_none();
+        let builder = if http1_only {
+            builder.http1_only()
+        } else {
+            builder
+        };
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            limits
+                .max_connections
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let graceful = GracefulShutdown::new();
         loop {
             let (stream, peer) = tokio::select! {
@@ -162,22 +252,53 @@ where
                 },
                 _ = stopped.changed() => break,
             };
+            // Over the connection cap: close at once rather than queue.
+            let Ok(slot) = connections.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "connection cap reached; closing");
+                telemetry::connection_refused();
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let handle = handle.clone();
-            let service = service_fn(move |req| {
-                let fut = handle(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn.into_owned());
+            let (transport, builder) = (transport.clone(), builder.clone());
+            let watcher = graceful.watcher();
+            let handshake_timeout = limits.header_read_timeout;
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                // The handshake runs here, not in the accept loop, so a
+                // slow TLS client holds only its own task.
+                let Some(io) = transport.open(stream, handshake_timeout).await else {
+                    return;
+                };
+                // The framing guard reads the plaintext side.
+                let suspicious = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let io = framing::Guarded::new(io, suspicious.clone());
+                let service = service_fn(move |req| {
+                    use futures_util::future::{Either, ready};
+                    let answer = match framing::refuse_ambiguous(&req, &suspicious) {
+                        Some(refused) => Either::Left(ready(refused)),
+                        None => Either::Right(handle(req, peer)),
+                    };
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                // `serve_connection` honours `http1_only`; the upgradeable
+                // variant (which always sniffs for h2) is kept otherwise.
+                let io = TokioIo::new(io);
+                let ended = if http1_only {
+                    watcher.watch(builder.serve_connection(io, service)).await
+                } else {
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(io, service))
+                        .await
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
+                drop(slot);
             });
         }
         drop(listener);
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
             .await
             .is_err()
         {

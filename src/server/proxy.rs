@@ -55,7 +55,7 @@ pub async fn forward<'g>(
         item: None,
         errors: None,
     };
-    let mut uri = format!("http://{}{}", up.authority, up.base_path);
+    let mut uri = format!("{}{}{}", up.scheme_prefix(), up.authority, up.base_path);
     let rendered = match render::render(&target.path, &env, &mut uri) {
         Ok(Rendered::Text(u)) => u,
         Ok(Rendered::EmptyList) => return bad_request("the proxy path is empty".into()),
@@ -92,12 +92,15 @@ pub async fn forward<'g>(
     };
     let timeout = up.timeout.min(route.timeout);
     let sent = tokio::time::Instant::now();
-    let result = tokio::time::timeout(timeout, gw.upstreams.get(target.upstream).send(out)).await;
+    let result = gw
+        .upstreams
+        .get(target.upstream)
+        .send_guarded(out, timeout)
+        .await;
     let (outcome, status) = match &result {
-        Ok(Ok(resp)) if resp.status().is_server_error() => ("status", Some(resp.status())),
-        Ok(Ok(resp)) => ("ok", Some(resp.status())),
-        Ok(Err(e)) => (e.kind(), None),
-        Err(_) => ("timeout", None),
+        Ok(resp) if resp.status().is_server_error() => ("status", Some(resp.status())),
+        Ok(resp) => ("ok", Some(resp.status())),
+        Err(e) => (e.kind(), None),
     };
     calls.push(CallRecord {
         name: "proxy",
@@ -112,9 +115,8 @@ pub async fn forward<'g>(
         cache: None,
     });
     let resp = match result {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return call_failed("proxy", &up.name, &e),
-        Err(_) => return call_failed("proxy", &up.name, &CallError::Timeout(timeout)),
+        Ok(resp) => resp,
+        Err(e) => return call_failed("proxy", &up.name, &e),
     };
     let (parts, body) = resp.into_parts();
     // The response streams through, capped at the upstream's `max_body`: a

@@ -113,6 +113,64 @@ fn describe() {
         "Access log lines dropped because the writer fell behind or failed."
     );
     describe_cache();
+    describe_policies();
+}
+
+/// HELP lines of the rate limiter's and the resilience policies' metrics.
+fn describe_policies() {
+    use metrics::{describe_counter, describe_gauge};
+    for (name, help) in [
+        (
+            "switchyard_ratelimit_decisions_total",
+            "Rate-limit decisions, by policy, store and outcome.",
+        ),
+        (
+            "switchyard_ratelimit_backend_errors_total",
+            "Redis errors of the rate limiter.",
+        ),
+        (
+            "switchyard_retry_attempts_total",
+            "Retries sent, by upstream and the failure retried.",
+        ),
+        (
+            "switchyard_retry_budget_exhausted_total",
+            "Retries not sent because the upstream's retry budget was spent.",
+        ),
+        (
+            "switchyard_retry_hedges_total",
+            "Hedged second attempts sent, by upstream.",
+        ),
+        (
+            "switchyard_bulkhead_rejected_total",
+            "Calls shed because the upstream's in-flight cap was reached.",
+        ),
+        (
+            "switchyard_upstream_body_too_large_total",
+            "Upstream bodies aborted at the size cap (encoded or decoded).",
+        ),
+        (
+            "switchyard_connections_refused_total",
+            "Client connections closed at once because max_connections was reached.",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (
+            "switchyard_ratelimit_keys",
+            "Rate-limit buckets held in process, by policy and store.",
+        ),
+        (
+            "switchyard_ratelimit_degraded",
+            "1 while the rate limiter's Redis fails.",
+        ),
+        (
+            "switchyard_circuit_state",
+            "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.",
+        ),
+    ] {
+        describe_gauge!(name, help);
+    }
 }
 
 /// HELP lines of the cache's metrics.
@@ -485,4 +543,55 @@ pub fn cache_redis_error(op: &'static str) {
 pub fn cache_purged(kind: &'static str, source: &'static str) {
     metrics::counter!("switchyard_cache_purges_total", "kind" => kind, "source" => source)
         .increment(1);
+}
+
+/// A circuit breaker changed state: 0 closed, 1 open, 2 half-open.
+pub fn circuit_state(upstream: &str, state: u8) {
+    metrics::gauge!("switchyard_circuit_state", "upstream" => upstream.to_string())
+        .set(f64::from(state));
+}
+
+/// A call was shed because its upstream's in-flight cap was reached.
+pub fn bulkhead_rejected(upstream: &str) {
+    metrics::counter!("switchyard_bulkhead_rejected_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// A failed attempt is being retried; `kind` is why it failed.
+pub fn retry_attempt(upstream: &str, kind: &'static str) {
+    metrics::counter!(
+        "switchyard_retry_attempts_total",
+        "upstream" => upstream.to_string(),
+        "kind" => kind
+    )
+    .increment(1);
+}
+
+/// A retry (or hedge) was not sent because the upstream's retry budget is spent.
+pub fn retry_budget_exhausted(upstream: &str) {
+    metrics::counter!("switchyard_retry_budget_exhausted_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// A slow idempotent call got a second, hedged attempt.
+pub fn retry_hedged(upstream: &str) {
+    metrics::counter!("switchyard_retry_hedges_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// An upstream body passed `max_body` (on the wire or once decoded).
+pub fn upstream_body_too_large(upstream: &str) {
+    metrics::counter!("switchyard_upstream_body_too_large_total", "upstream" => upstream.to_string())
+        .increment(1);
+}
+
+/// A config reload was tried; `ok` says whether the new config is serving.
+pub fn config_reloaded(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!("switchyard_config_reloads_total", "result" => result).increment(1);
+}
+
+/// A client connection was closed at once because `max_connections` was reached.
+pub fn connection_refused() {
+    metrics::counter!("switchyard_connections_refused_total").increment(1);
 }

@@ -2,12 +2,29 @@
 //! upstream response into a JSON result or a classified failure.
 //!
 //! Invariant: only `upstream` owns connections.
+//!
+//! Layout: `call.rs` assembles one call's policies in the order a call meets
+//! them (retry, hedge, bulkhead, breaker, deadline, send); each policy is its
+//! own file: `retry.rs` (conditions, backoff, budget), `hedge.rs`,
+//! `bulkhead.rs`, `breaker.rs`; `decode.rs` reads and decodes bodies;
+//! `window.rs` is the sliding window the budget and the breaker count in.
+
+mod breaker;
+mod bulkhead;
+mod call;
+mod decode;
+mod hedge;
+mod retry;
+mod window;
+
+pub use breaker::State as CircuitState;
 
 use crate::plan::{Plan, UpstreamPlan};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -68,6 +85,12 @@ pub enum CallError {
     /// An optional call this one depends on failed, so it was not sent.
     #[error("skipped because `{0}` failed")]
     DependencyFailed(String),
+    /// The upstream's circuit breaker is open: the call was not sent.
+    #[error("circuit open: the upstream failed too often recently")]
+    CircuitOpen,
+    /// The upstream's in-flight cap is reached: the call was not sent.
+    #[error("too many calls in flight to the upstream")]
+    Overloaded,
 }
 
 impl CallError {
@@ -84,6 +107,8 @@ impl CallError {
             CallError::BadInput(_) => "bad_input",
             CallError::DependencyFailed(_) => "dependency_failed",
             CallError::RequestTooLarge => "request_too_large",
+            CallError::CircuitOpen => "circuit_open",
+            CallError::Overloaded => "overloaded",
         }
     }
 
@@ -93,6 +118,7 @@ impl CallError {
             CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             CallError::Status(s) if s.is_client_error() => *s,
             CallError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            CallError::CircuitOpen | CallError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -126,6 +152,14 @@ impl Upstreams {
     pub fn get(&self, id: usize) -> &UpstreamClient {
         &self.clients[id]
     }
+
+    /// The circuit state of upstream `id` (closed when it has no breaker).
+    pub fn circuit(&self, id: usize) -> CircuitState {
+        self.clients[id]
+            .breaker
+            .as_ref()
+            .map_or(CircuitState::Closed, |b| b.state())
+    }
 }
 
 /// A keep-alive connection pool to one upstream (clones share the pool).
@@ -133,23 +167,90 @@ impl Upstreams {
 pub struct UpstreamClient {
     /// Response body cap in bytes.
     pub max_body: u64,
-    client: Client<HttpConnector, Body>,
+    name: String,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    // Shared by clones (a cache flight owns one): one budget, breaker and
+    // bulkhead per upstream, whoever sends.
+    budget: std::sync::Arc<retry::RetryBudget>,
+    breaker: Option<std::sync::Arc<breaker::Breaker>>,
+    bulkhead: std::sync::Arc<bulkhead::Bulkhead>,
+    compression: bool,
 }
 
 impl UpstreamClient {
     fn new(plan: &UpstreamPlan) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(plan.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(plan.connect_timeout));
+        // The TLS layer below decides the scheme: `https_only` for https
+        // upstreams, plain `http` only for the others.
+        tcp.enforce_http(false);
+        let tls = plan
+            .tls
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(plain_tls_config);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let builder = if plan.tls.is_some() {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        };
+        let connector = if plan.http2 {
+            builder.enable_http1().enable_http2().wrap_connector(tcp)
+        } else {
+            builder.enable_http1().wrap_connector(tcp)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(plan.pool_idle_per_host)
-            .build(connector);
+            .pool_max_idle_per_host(plan.pool_idle_per_host);
+        if plan.http2 && plan.tls.is_none() {
+            // Cleartext HTTP/2 has no ALPN: prior knowledge.
+            client.http2_only(true);
+        }
+        let client = client.build(connector);
         UpstreamClient {
             max_body: plan.max_body,
+            name: plan.name.clone(),
             client,
+            budget: std::sync::Arc::new(retry::RetryBudget::new(plan.budget.clone())),
+            breaker: plan
+                .breaker
+                .clone()
+                .map(|b| std::sync::Arc::new(breaker::Breaker::new(&plan.name, b))),
+            bulkhead: std::sync::Arc::new(bulkhead::Bulkhead::new(&plan.name, plan.max_in_flight)),
+            compression: plan.compression,
         }
+    }
+
+    fn breaker_permit(&self) -> Result<breaker::Permit<'_>, CallError> {
+        match &self.breaker {
+            Some(b) => b.acquire(),
+            None => Ok(breaker::Permit::unlimited()),
+        }
+    }
+
+    /// Sends a proxied request through the bulkhead and the breaker; the
+    /// in-flight slot is held until the response head arrives (the body
+    /// then streams outside the cap).
+    pub async fn send_guarded(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, CallError> {
+        let _slot = self.bulkhead.try_enter()?;
+        let permit = self.breaker_permit()?;
+        let result = match tokio::time::timeout(timeout, self.send(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(timeout)),
+        };
+        let failed = match &result {
+            Ok(resp) => resp.status().is_server_error(),
+            Err(e) => breaker::is_failure(e),
+        };
+        permit.record(failed);
+        result
     }
 
     /// Sends a request and returns the streaming response (proxy routes).
@@ -158,7 +259,13 @@ impl UpstreamClient {
     }
 
     /// Sends a request and reads a JSON answer, enforcing the body cap.
-    pub async fn fetch_json(&self, req: Request<Body>) -> Result<JsonResponse, CallError> {
+    pub async fn fetch_json(&self, mut req: Request<Body>) -> Result<JsonResponse, CallError> {
+        if self.compression {
+            req.headers_mut().insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static(decode::ACCEPT_ENCODING),
+            );
+        }
         let resp = self.send(req).await?;
         let status = resp.status();
         if !status.is_success() {
@@ -166,7 +273,7 @@ impl UpstreamClient {
             // read an error body into the response.
             return Err(CallError::Status(status));
         }
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
         if status == StatusCode::NO_CONTENT {
             // A success without a body: its value is null.
             return Ok(JsonResponse {
@@ -188,16 +295,19 @@ impl UpstreamClient {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body) {
+            crate::telemetry::upstream_body_too_large(&self.name);
             return Err(CallError::TooLarge(self.max_body));
         }
-        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(CallError::TooLarge(self.max_body));
-            }
-            Err(e) => return Err(CallError::Transport(e.to_string())),
-        };
+        let bytes = decode::read_body(&parts.headers, body, self.max_body)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, CallError::TooLarge(_)) {
+                    crate::telemetry::upstream_body_too_large(&self.name);
+                }
+            })?;
+        // The body is decoded now: its wire encoding and length no longer describe it.
+        parts.headers.remove(http::header::CONTENT_ENCODING);
+        parts.headers.remove(http::header::CONTENT_LENGTH);
         let body = serde_json::from_slice(&bytes).map_err(|e| CallError::Decode(e.to_string()))?;
         Ok(JsonResponse {
             status,
@@ -205,6 +315,24 @@ impl UpstreamClient {
             body,
         })
     }
+}
+
+/// The TLS config of an http:// upstream's connector, which never makes a
+/// TLS connection: no roots.
+fn plain_tls_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(crate::plan::tls_provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| {
+            // Not reached with aws-lc-rs; the process default then exists.
+            crate::plan::install_default_provider();
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
 }
 
 /// `application/json`, `application/problem+json`, `text/json`, any `+json`.
