@@ -266,31 +266,26 @@ async fn dispatch<'g>(
     ctx: &RequestContext<'_>,
     calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
-    let host = req
-        .uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let fwd = forwarding(
-        req.headers(),
-        host.as_ref().or(req.headers().get(header::HOST)),
-        ctx.peer.ip(),
-        &gw.plan.server.trusted_proxies,
-        "http",
-    );
+    // A cache hit needs neither the forwarding headers nor the (large)
+    // futures of the call graph: it is answered first, from a small future.
+    if let RouteKind::Aggregate(agg) = &route.kind
+        && let Some(policy) = &agg.cache
+    {
+        return cached_route(route, policy, &raw_params, req, ctx).await;
+    }
+    let fwd = request_forwarding(gw, &req, ctx.peer);
     match &route.kind {
         RouteKind::Proxy(p) => {
-            let mut resp = proxy::forward(gw, route, p, &raw_params, req, &fwd, ctx, calls).await;
+            let forwarded = proxy::forward(gw, route, p, &raw_params, req, &fwd, ctx, calls);
+            let mut resp = Box::pin(forwarded).await;
             // The upstream's own Server-Timing passes through; ours is added.
             let ours = timing::proxy(ctx.started.elapsed());
             resp.headers_mut().append(SERVER_TIMING, ours);
             resp
         }
         RouteKind::Aggregate(agg) => {
-            if let Some(policy) = &agg.cache {
-                return cached_route(route, policy, &raw_params, req, fwd, ctx).await;
-            }
             let (query, headers) = (req.uri().query(), req.headers());
-            run_aggregate(
+            let run = run_aggregate(
                 gw,
                 route,
                 agg,
@@ -300,10 +295,29 @@ async fn dispatch<'g>(
                 &fwd,
                 ctx,
                 calls,
-            )
-            .await
+            );
+            Box::pin(run).await
         }
     }
+}
+
+/// `X-Forwarded-*` for the upstream requests of `req`.
+fn request_forwarding(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> crate::exec::render::Forwarding {
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    forwarding(
+        req.headers(),
+        host.as_ref().or(req.headers().get(header::HOST)),
+        peer.ip(),
+        &gw.plan.server.trusted_proxies,
+        "http",
+    )
 }
 
 /// A route with a `cache:` policy: the cache answers, and runs the route
@@ -315,7 +329,6 @@ async fn cached_route(
     policy: &CachePolicy,
     raw_params: &[&str],
     req: Request<Incoming>,
-    fwd: crate::exec::render::Forwarding,
     ctx: &RequestContext<'_>,
 ) -> Response<Body> {
     let gw = ctx.gateway;
@@ -334,6 +347,7 @@ async fn cached_route(
                 return RouteAnswer::from_response(bad_request("route not found".into())).await;
             };
             let raw: Vec<&str> = params.iter().map(String::as_str).collect();
+            let fwd = request_forwarding(&gw, &req, peer);
             let ctx = RequestContext {
                 peer,
                 started: Instant::now(),
@@ -342,10 +356,10 @@ async fn cached_route(
             };
             let mut calls = Vec::new();
             let (query, headers) = (req.uri().query(), req.headers());
-            let resp = run_aggregate(
+            let run = run_aggregate(
                 &gw, route, agg, &raw, query, headers, &fwd, &ctx, &mut calls,
-            )
-            .await;
+            );
+            let resp = Box::pin(run).await;
             RouteAnswer::from_response(resp).await
         })
     };
