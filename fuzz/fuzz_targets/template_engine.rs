@@ -38,6 +38,10 @@ fuzz_target!(|data: &[u8]| {
     );
     let _ = expr::parse(t, &FuzzScope);
     let _ = template::parse_header(t, &FuzzScope);
+    // Call targets are split as `upstream:/path`; the path always starts with `/`.
+    if !t.starts_with('/') {
+        return;
+    }
     let Ok(url) = template::parse_url(t, &FuzzScope, None) else {
         return;
     };
@@ -52,6 +56,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut out = String::from("http://up");
     if let Ok(Rendered::Text(rendered)) = render::render(&url, &env, &mut out) {
-        assert!(rendered.parse::<http::Uri>().is_ok(), "{rendered:?}");
+        // `http::Uri` holds at most 64 KiB; a longer URL fails the call
+        // cleanly (`bad_input`) when the request is built.
+        if rendered.len() < 65_000 {
+            assert!(rendered.parse::<http::Uri>().is_ok(), "{rendered:?}");
+        }
     }
 });

@@ -182,8 +182,10 @@ impl Parser<'_> {
         }
     }
     fn skip_ws(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.at += 1;
+        // Whitespace may be more than one byte (a no-break space pasted from
+        // a web page): step by the character, never into its middle.
+        while let Some(c) = self.peek().filter(|c| c.is_whitespace()) {
+            self.at += c.len_utf8();
         }
     }
     fn name(&mut self) -> Result<&str, String> {

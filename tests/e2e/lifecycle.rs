@@ -35,7 +35,7 @@ async fn sigterm_and_sigint_drain_in_flight_requests() {
             tokio::spawn(
                 async move { send(http::Method::GET, &url, &[], Default::default()).await },
             );
-        tokio::time::sleep(ms(300)).await;
+        assert!(eventually(Duration::from_secs(5), || up.in_flight() == 1).await);
         gw.signal(signal);
         let r = in_flight.await.unwrap();
         assert_eq!(r.status, 200, "{signal}: {}", r.text());
@@ -67,7 +67,7 @@ async fn shutdown_stops_waiting_after_the_drain_timeout() {
         )
         .await;
     });
-    tokio::time::sleep(ms(300)).await;
+    assert!(eventually(Duration::from_secs(5), || up.in_flight() == 1).await);
     let t = Instant::now();
     gw.signal("TERM");
     assert!(

@@ -238,12 +238,10 @@ async fn r15a_breaker_opens_probes_once_and_closes() {
         let gw = gw.clone();
         tokio::spawn(async move { gw.get("/x").await })
     };
-    // Wait (bounded) until the probe is in flight: on a busy machine the
-    // spawned request may take more than a few milliseconds to arrive.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while circuit("r15a") != 2.0 && std::time::Instant::now() < until {
-        tokio::time::sleep(ms(10)).await;
-    }
+    assert!(
+        crate::kit::eventually(ms(2000), || s.up.in_flight() == 1).await,
+        "the probe never reached the upstream"
+    );
     assert_eq!(circuit("r15a"), 2.0);
     for _ in 0..4 {
         assert_problem(&gw.get("/x").await, 503, "circuit_open", "r15a");
@@ -289,7 +287,7 @@ async fn r15b_hanging_probe_reopens_then_a_later_probe_closes() {
 // queueing them behind a slow upstream.
 #[tokio::test]
 async fn bulkhead_sheds_excess_calls_quickly() {
-    let up = TestUpstream::fixed(Reply::json(json!({})).after(ms(400))).await;
+    let up = TestUpstream::fixed(Reply::json(json!({})).after(ms(1000))).await;
     let gw = Arc::new(
         TestGateway::start(&format!(
             r#"
