@@ -5,7 +5,8 @@
 #
 # Processes: the demo upstreams (`switchyard demo --upstreams-only`, ports
 # 9101-9104) and the gateway (`switchyard run --config examples/shop.yaml`,
-# 127.0.0.1:8080) each in their own process, driven by `switchyard-bench`.
+# 127.0.0.1:8080, admin 127.0.0.1:9901) each in their own process, driven by
+# `switchyard-bench`.
 # All traffic stays on loopback; every phase is bounded in requests and time.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ CONFIG=examples/shop.yaml
 GATEWAY=127.0.0.1:8080
 RUNS="${RUNS:-3}"
 LOGS="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")"
-UP_PID="" GW_PID=""
+UP_PID="" GW_PID="" BENCH_PID=""
 
 stop() { # stop PID...: TERM, wait up to 5 s, then KILL
     local pid
@@ -29,7 +30,7 @@ stop() { # stop PID...: TERM, wait up to 5 s, then KILL
         wait "$pid" 2>/dev/null || true
     done
 }
-cleanup() { stop "$GW_PID" "$UP_PID"; UP_PID="" GW_PID=""; }
+cleanup() { stop "$BENCH_PID" "$GW_PID" "$UP_PID"; BENCH_PID="" UP_PID="" GW_PID=""; }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
@@ -75,22 +76,33 @@ start() {
     ready "http://$GATEWAY/customers/1/summary" "$GW_PID"
 }
 
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
 echo "== building release binaries"
 cargo build --release --bins --quiet
 [[ -x "$BIN/switchyard" && -x "$BIN/switchyard-bench" ]] || fail "no binaries in $BIN (set CARGO_TARGET_DIR?)"
-for addr in 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103 127.0.0.1:9104 "$GATEWAY"; do
+# The upstreams, the gateway and its admin listener (default 127.0.0.1:9901).
+for addr in 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103 127.0.0.1:9104 "$GATEWAY" 127.0.0.1:9901; do
     ! listening "$addr" || fail "$addr is already in use; stop whatever listens there first"
 done
 echo "placement: $PLACEMENT"
-echo "machine: $(nproc --all 2>/dev/null || echo '?') CPUs; logs in $LOGS"
-BENCH=("${PIN_REST[@]}" "$BIN/switchyard-bench" --url "http://$GATEWAY" --runs "$RUNS")
+echo "machine: $(nproc --all 2>/dev/null || echo '?') CPUs, load average before start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?'); logs in $LOGS"
+# bench ARGS...: the load generator, in the background so a signal reaches our
+# trap at once; its exit status is ours.
+bench() {
+    "${PIN_REST[@]}" "$BIN/switchyard-bench" --url "http://$GATEWAY" --runs "$RUNS" \
+        --gateway-pid "$GW_PID" --upstreams-pid "$UP_PID" --clk-tck "$CLK_TCK" "$@" &
+    BENCH_PID=$!
+    wait "$BENCH_PID" || fail "switchyard-bench failed (exit $?)"
+    BENCH_PID=""
+}
 
 echo
 echo "== latency: upstream latency 20ms, concurrency 16, 1000 requests after 100 warm-up, $RUNS runs"
 echo "   critical path orders -> products = 40 ms; all 4 calls in sequence = 80 ms;"
 echo "   probe: GET orders directly (one upstream call as the demo services really deliver it)"
 start 20ms
-"${BENCH[@]}" --gateway-pid "$GW_PID" --path-template '/customers/{id}/summary' \
+bench --path-template '/customers/{id}/summary' \
     --concurrency 16 --warmup 100 --requests 1000 --time-limit 60s --timeout 5s \
     --critical-path 40ms --sequential 80ms \
     --probe 'http://127.0.0.1:9102/orders?customer_id={id}' --probe-calls 2
@@ -99,7 +111,7 @@ cleanup
 echo
 echo "== CPU: upstream latency 0ms, concurrency 32, 20000 requests (60 s limit) per path, $RUNS runs"
 start 0ms
-"${BENCH[@]}" --gateway-pid "$GW_PID" --path-template '/customers/{id}/summary' \
+bench --path-template '/customers/{id}/summary' \
     --baseline /catalog/7 --concurrency 32 --warmup 1000 --requests 20000 \
     --time-limit 60s --timeout 5s
 cleanup

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard::plan::{self, LoadError, Plan};
 use switchyard::server::{self, Gateway};
@@ -75,6 +76,10 @@ enum Command {
         /// Run only the demo services (e.g. to run the gateway in another process).
         #[arg(long)]
         upstreams_only: bool,
+        /// Port of the first service (customers; the others follow); 0 picks
+        /// free ports, for `--upstreams-only` next to other instances.
+        #[arg(long, default_value_t = 9101)]
+        base_port: u16,
     },
 }
 
@@ -128,7 +133,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             jitter,
             config,
             upstreams_only,
-        } => runtime()?.block_on(demo(latency, jitter, config, upstreams_only)),
+            base_port,
+        } => runtime()?.block_on(demo(latency, jitter, config, upstreams_only, base_port)),
     }
 }
 
@@ -175,8 +181,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 async fn run(plan: Plan, config: PathBuf, watch: bool) -> anyhow::Result<()> {
     let (listen, admin_listen) = (plan.server.listen, plan.server.admin_listen);
-    let shared: server::SharedGateway =
-        std::sync::Arc::new(arc_swap::ArcSwap::new(Gateway::new(plan)));
+    let gw = Gateway::try_new(plan)?;
+    let shared: server::SharedGateway = Arc::new(arc_swap::ArcSwap::new(gw));
     let reloader = server::reload::Reloader::new(config, shared.clone());
     let admin = tokio::net::TcpListener::bind(admin_listen)
         .await
@@ -185,7 +191,7 @@ async fn run(plan: Plan, config: PathBuf, watch: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let gateway = server::serve_shared(shared, listener)?;
+    let gateway = server::serve_shared(shared.clone(), listener)?;
     if watch {
         reloader.clone().watch();
     }
@@ -193,22 +199,33 @@ async fn run(plan: Plan, config: PathBuf, watch: bool) -> anyhow::Result<()> {
     tracing::info!(addr = %gateway.addr(), admin = %admin.addr(), "switchyard listening");
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
-    gateway.shutdown().await;
-    admin.shutdown().await;
+    stop(gateway, admin, shared.load_full()).await;
     Ok(())
 }
 
-/// Binds the gateway and admin listeners of a plan.
-async fn start(plan: Plan) -> anyhow::Result<(server::RunningServer, server::RunningServer)> {
+/// Binds the admin and gateway listeners of a plan. The admin listener comes
+/// first, so `/readyz` says "starting" until the gateway's port is bound.
+async fn start(
+    plan: Plan,
+) -> anyhow::Result<(server::RunningServer, server::RunningServer, Arc<Gateway>)> {
     let (listen, admin_listen) = (plan.server.listen, plan.server.admin_listen);
+    let gw = Gateway::try_new(plan)?;
     let admin = tokio::net::TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
-    let admin = switchyard::admin::serve(admin)?;
-    let gateway = server::bind(Gateway::new(plan), listen)
+    let admin = switchyard::admin::serve_gateway(admin, gw.clone())?;
+    let gateway = server::bind(gw.clone(), listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    Ok((gateway, admin))
+    Ok((gateway, admin, gw))
+}
+
+/// Drains the gateway (readiness turns "draining" at once), stops the admin
+/// listener, and flushes spans still waiting for export.
+async fn stop(gateway: server::RunningServer, admin: server::RunningServer, gw: Arc<Gateway>) {
+    gateway.shutdown().await;
+    admin.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || gw.telemetry.shutdown()).await;
 }
 
 /// SIGHUP reloads the config (Unix only).
@@ -254,15 +271,20 @@ async fn demo(
     jitter: Duration,
     config: Option<PathBuf>,
     upstreams_only: bool,
+    base_port: u16,
 ) -> anyhow::Result<()> {
     let opts = switchyard::demo::DemoOptions {
         latency,
         jitter,
+        base_port,
         ..Default::default()
     };
-    let services = switchyard::demo::start(opts)
-        .await
-        .context("cannot start the demo services (are ports 9101-9104 free?)")?;
+    let services = switchyard::demo::start(opts).await.with_context(|| {
+        format!(
+            "cannot start the demo services (are ports {base_port}-{} free?)",
+            base_port.saturating_add(3)
+        )
+    })?;
     out!(
         "demo services: customers http://{}  orders http://{}  shipping http://{}  products http://{}  (latency {}, jitter {})",
         services.customers,
@@ -284,7 +306,7 @@ async fn demo(
             Err(e) => bail!("the bundled config does not compile: {e}"),
         },
     };
-    let (running, admin) = start(plan).await?;
+    let (running, admin, gw) = start(plan).await?;
     let base = format!("http://{}", running.addr());
     out!("gateway: {base}  — try:");
     out!("  curl -i {base}/customers/42/summary");
@@ -292,11 +314,13 @@ async fn demo(
     out!("  curl -i {base}/orders/1");
     out!("  curl -i {base}/customers/42");
     out!("  curl -i {base}/catalog/7");
-    out!("metrics: http://{}/metrics", admin.addr());
+    out!(
+        "metrics: http://{0}/metrics  dashboard: http://{0}/dashboard",
+        admin.addr()
+    );
     out!("press Ctrl-C to stop");
     shutdown_signal().await;
-    running.shutdown().await;
-    admin.shutdown().await;
+    stop(running, admin, gw).await;
     services.shutdown().await;
     Ok(())
 }

@@ -4,10 +4,12 @@
 //! Nothing here checks meaning (unknown upstreams, cycles, bad templates):
 //! that is `plan`'s job, which reports all such errors at once.
 
+mod cache;
 mod raw;
 mod resilience;
 mod shape;
 
+pub use cache::{RawCache, RawCachePolicy, RawCacheScope, RawCacheSettings};
 pub use raw::*;
 pub use resilience::*;
 pub use shape::{RawShape, ShapeNode};
@@ -65,9 +67,19 @@ impl UnknownField {
         let (place, def) = match self.path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             [_] => ("at the top level", None),
             ["server", _] => ("in `server`", Some("RawServer")),
+            ["telemetry", _] => ("in `telemetry`", Some("RawTelemetry")),
+            ["telemetry", "otlp", _] => ("in `telemetry.otlp`", Some("RawOtlp")),
+            ["telemetry", "access_log", _] => ("in `telemetry.access_log`", Some("RawAccessLog")),
             ["upstreams", _, _] => ("in an upstream", Some("RawUpstream")),
             ["routes", _, _] => ("in a route", Some("RawRoute")),
             ["routes", _, "calls", _, _] => ("in a call", Some("RawCall")),
+            ["routes", _, "calls", _, "cache", _] | ["routes", _, "cache", _] => {
+                ("in a cache policy", Some("RawCachePolicy"))
+            }
+            ["cache", _] => ("in `cache`", Some("RawCacheSettings")),
+            ["rate_limits", _, _] => ("in a rate limit policy", Some("RawRateLimit")),
+            ["rate_limits", _, "allow", _] => ("in `allow`", Some("RawAllow")),
+            ["redis", _] => ("in `redis`", Some("RawRedis")),
             _ => ("here", None),
         };
         let known = known_fields(def);

@@ -102,6 +102,17 @@ pub struct RawConfig {
     /// The routes the gateway serves.
     #[serde(default)]
     pub routes: Vec<Sp<RawRoute>>,
+    /// Rate limit policies by name; routes refer to them with `rate_limit`.
+    #[serde(default)]
+    pub rate_limits: IndexMap<String, Sp<RawRateLimit>>,
+    /// The Redis server that policies with `store: redis` share.
+    pub redis: Option<Sp<RawRedis>>,
+    /// Metrics, trace context, OTLP export and the access log.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+    /// Cache tiers: the in-process tier's size, whether Redis is used.
+    #[serde(default)]
+    pub cache: super::RawCacheSettings,
     /// Keys the file has that no struct knows (typos), found while parsing.
     #[serde(skip)]
     #[schemars(skip)]
@@ -121,6 +132,9 @@ pub struct RawServer {
     pub trusted_proxies: Vec<Sp<String>>,
     /// Largest accepted request body (default 1MiB).
     pub max_request_body: Option<Sp<SizeValue>>,
+    /// IPv6 clients are identified by this prefix length, so one host cannot
+    /// rotate through its addresses (default 64).
+    pub client_ipv6_prefix: Option<Sp<u8>>,
     /// Longest a client may take to send its request headers (default 10s).
     pub header_read_timeout: Option<Sp<String>>,
     /// Largest request head, request line and headers (default 64KiB).
@@ -135,6 +149,46 @@ pub struct RawServer {
     pub tls: Option<Sp<super::RawServerTls>>,
     /// Accept HTTP/2 without TLS (prior knowledge) on a plain listener (default true).
     pub h2c: Option<Sp<bool>>,
+}
+
+/// Metrics, trace context, OTLP export and the access log.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Record Prometheus metrics and dashboard statistics (default true).
+    pub metrics: Option<Sp<bool>>,
+    /// Start or continue a W3C trace per request and send each upstream call
+    /// its own `traceparent` (default true). When false, a client's
+    /// `traceparent` is passed through unchanged.
+    pub tracing: Option<Sp<bool>>,
+    /// Export spans over OTLP/gRPC (off when absent).
+    pub otlp: Option<Sp<RawOtlp>>,
+    /// One structured line per request (off when absent).
+    pub access_log: Option<Sp<RawAccessLog>>,
+}
+
+/// OTLP span export over gRPC.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// The collector's OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+    pub endpoint: Sp<String>,
+    /// The `service.name` resource attribute (default switchyard).
+    pub service_name: Option<Sp<String>>,
+    /// Longest one export may take (default 10s).
+    pub timeout: Option<Sp<String>>,
+}
+
+/// The access log.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Where lines go: stdout, stderr, file (with `path`) or off (default stdout).
+    pub to: Option<Sp<String>>,
+    /// The file, when `to: file`.
+    pub path: Option<Sp<String>>,
+    /// json (default) or logfmt.
+    pub format: Option<Sp<String>>,
 }
 
 /// One upstream service.
@@ -201,6 +255,10 @@ pub struct RawRoute {
     pub status: Option<Sp<u16>>,
     /// Pass-through target: "upstream:/path/{path.rest}".
     pub proxy: Option<Sp<String>>,
+    /// Cache the whole composed response: a TTL (`30s`) or a policy.
+    pub cache: Option<Sp<super::RawCache>>,
+    /// Rate limit policies (names from `rate_limits`) a request must all pass.
+    pub rate_limit: Option<Sp<OneOrMany>>,
 }
 
 /// One upstream call of a route.
@@ -241,6 +299,8 @@ pub struct RawCall {
     pub concurrency: Option<Sp<usize>>,
     /// With for_each: what a failed item does to the call.
     pub on_item_error: Option<Sp<OnItemError>>,
+    /// Cache this call's upstream answers: a TTL (`5m`) or a policy.
+    pub cache: Option<Sp<super::RawCache>>,
 }
 
 /// What a failed item of a `for_each` call does.
@@ -253,4 +313,90 @@ pub enum OnItemError {
     KeepNull,
     /// That item is left out of the list.
     Skip,
+}
+
+/// One name or a list of names.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single name.
+    One(String),
+    /// Several names.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The names, in the order written.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A rate limit policy: a key, a sustained rate and a burst.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// What identifies a bucket: `client_ip`, `header:NAME`, `path:NAME`, `global`;
+    /// `a + b` combines several (composite); a list takes the first one present (fallback).
+    pub key: Sp<OneOrMany>,
+    /// The sustained rate: `100/1m`, `10/1s`, `5000/1h`.
+    pub rate: Sp<String>,
+    /// How many requests may arrive at once: the bucket's capacity (default: the rate's count).
+    pub burst: Option<Sp<u64>>,
+    /// Where buckets live (default memory).
+    pub store: Option<Sp<LimitStore>>,
+    /// With `store: redis`, what happens while Redis is unreachable (default local).
+    pub on_redis_error: Option<Sp<OnRedisError>>,
+    /// Clients that bypass this policy.
+    pub allow: Option<RawAllow>,
+}
+
+/// Clients that bypass a policy.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAllow {
+    /// Client addresses or CIDRs (`10.0.0.0/8`, `2001:db8::/32`).
+    #[serde(default)]
+    pub ips: Vec<Sp<String>>,
+    /// Key values (e.g. an internal API key) that bypass the policy.
+    #[serde(default)]
+    pub keys: Vec<Sp<String>>,
+}
+
+/// Where a policy keeps its buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStore {
+    /// In this process: each gateway instance counts on its own.
+    Memory,
+    /// In the shared Redis: exact across every instance and restart.
+    Redis,
+}
+
+/// What a Redis-backed policy does while Redis is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Each instance enforces the policy with its own in-process buckets.
+    Local,
+    /// Admit every request (the policy is off until Redis returns).
+    FailOpen,
+    /// Reject every request with 503.
+    FailClosed,
+}
+
+/// The shared Redis server.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://host:port/db` (or `redis://user:password@host:port`).
+    pub url: Sp<String>,
+    /// The longest one rate limit decision may wait for Redis before the
+    /// policy's `on_redis_error` applies (default 100ms).
+    pub timeout: Option<Sp<String>>,
+    /// Prefix of every key Switchyard writes (default `switchyard`).
+    pub key_prefix: Option<Sp<String>>,
 }

@@ -6,10 +6,12 @@
 pub mod eval;
 pub mod render;
 
+use crate::cache::policy::CachePolicy;
+use crate::cache::{Cache, CacheInfo};
 use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
-use crate::telemetry;
+use crate::telemetry::trace::TraceContext;
 use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
 use bytes::Bytes;
 use eval::{Env, RequestView};
@@ -45,6 +47,10 @@ pub struct Outcome {
     /// By call id: `for_each` items that failed without failing the call
     /// (`keep_null`, `skip`), with their index in the item list.
     pub item_errors: Vec<Vec<(usize, CallError)>>,
+    /// By call id: when it was sent; `None` for calls that were never sent.
+    pub started: Vec<Option<Instant>>,
+    /// By call id; how a cached call was answered (`None`: no cache).
+    pub cache: Vec<Option<CacheInfo>>,
 }
 
 impl Outcome {
@@ -89,16 +95,23 @@ pub struct Execution<'a> {
     pub client_headers: &'a HeaderMap,
     /// `X-Forwarded-*` values.
     pub forwarding: &'a Forwarding,
+    /// The request's trace: each call is sent its own `traceparent`. `None`
+    /// passes the client's trace headers through unchanged.
+    pub trace: Option<&'a TraceContext>,
+    /// The caches of cached calls.
+    pub cache: &'a Cache,
 }
 
 /// Runs the route's calls to completion or to the first required failure.
-pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
+pub async fn run(r: &Execution<'_>) -> Result<Outcome, Box<RouteFailure>> {
     let calls = &r.agg.calls;
     let deadline = Instant::now() + r.route.timeout;
     let mut outcome = Outcome {
         states: calls.iter().map(|_| CallState::NotRun).collect(),
         elapsed: vec![None; calls.len()],
         item_errors: vec![Vec::new(); calls.len()],
+        started: vec![None; calls.len()],
+        cache: vec![None; calls.len()],
     };
     let mut waiting_on: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
     let mut ready: Vec<CallId> = r.agg.roots.iter().rev().copied().collect();
@@ -117,6 +130,7 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
             match started {
                 Ok(Started::Sent(fut)) => {
                     outcome.states[id] = CallState::Running;
+                    outcome.started[id] = Some(Instant::now());
                     inflight.push(fut);
                 }
                 Ok(Started::Answered(resp)) => finish(
@@ -136,21 +150,11 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
                 result,
                 took,
                 item_errors,
+                cache,
             })) => {
                 outcome.elapsed[id] = Some(took);
-                let call = &calls[id];
-                let kind = match &result {
-                    Err(e) => e.kind(),
-                    Ok(_) if !item_errors.is_empty() => "partial",
-                    Ok(_) => "ok",
-                };
-                telemetry::upstream_call(
-                    &r.plan.upstreams[call.upstream].name,
-                    &call.name,
-                    kind,
-                    took,
-                );
                 outcome.item_errors[id] = item_errors;
+                outcome.cache[id] = cache;
                 finish(r.agg, id, result, &mut outcome, &mut waiting_on, &mut ready)?;
             }
             Ok(None) => return Ok(outcome),
@@ -161,11 +165,11 @@ pub async fn run(r: &Execution<'_>) -> Result<Outcome, RouteFailure> {
                     .iter()
                     .position(|s| matches!(s, CallState::Running))
                     .unwrap_or(0);
-                return Err(RouteFailure {
+                return Err(Box::new(RouteFailure {
                     call,
                     error: CallError::Timeout(r.route.timeout),
                     outcome,
-                });
+                }));
             }
         }
     }
@@ -180,7 +184,7 @@ fn finish(
     outcome: &mut Outcome,
     waiting_on: &mut [usize],
     ready: &mut Vec<CallId>,
-) -> Result<(), RouteFailure> {
+) -> Result<(), Box<RouteFailure>> {
     let call = &agg.calls[id];
     outcome.states[id] = match result {
         Ok(resp) => CallState::Done(resp),
@@ -189,7 +193,7 @@ fn finish(
         }
         Err(error) => {
             outcome.states[id] = CallState::Failed(error.clone());
-            return Err(RouteFailure {
+            return Err(Box::new(RouteFailure {
                 call: id,
                 error,
                 outcome: std::mem::replace(
@@ -198,9 +202,11 @@ fn finish(
                         states: Vec::new(),
                         elapsed: Vec::new(),
                         item_errors: Vec::new(),
+                        started: Vec::new(),
+                        cache: Vec::new(),
                     },
                 ),
-            });
+            }));
         }
     };
     for &d in &call.dependents {
@@ -243,10 +249,24 @@ fn start<'a>(
         item: None,
         errors: None,
     };
+    let trace = r.trace.map(|t| render::CallTrace::of(t, id));
+    let trace = trace.as_ref();
     let Some(for_each) = &call.for_each else {
-        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding)? else {
+        let Some(req) = render::request(call, up, &env, r.client_headers, r.forwarding, trace)?
+        else {
             return Ok(Started::Answered(empty_list_answer()));
         };
+        if let Some(policy) = &call.cache {
+            let cached = cached_fetch(r, call, policy, &env, client, req, deadline);
+            return Ok(Started::Sent(Box::pin(async move {
+                let t0 = Instant::now();
+                let (result, info) = cached.await;
+                Finished {
+                    cache: Some(info),
+                    ..finished(id, result, t0, Vec::new())
+                }
+            })));
+        }
         return Ok(Started::Sent(Box::pin(async move {
             let t0 = Instant::now();
             let result = client.call(req, call, deadline).await;
@@ -266,14 +286,20 @@ fn start<'a>(
     if items.is_empty() {
         return Ok(Started::Answered(empty_list_answer()));
     }
-    let requests: Vec<Result<Option<Request<Bytes>>, CallError>> = items
+    let requests: Vec<Result<Option<ItemFetch<'a>>, CallError>> = items
         .iter()
         .map(|item| {
             let env = Env {
                 item: Some(item),
                 ..env
             };
-            render::request(call, up, &env, r.client_headers, r.forwarding)
+            let req = render::request(call, up, &env, r.client_headers, r.forwarding, trace)?;
+            Ok(req.map(|req| match &call.cache {
+                Some(policy) => {
+                    ItemFetch::Cached(cached_fetch(r, call, policy, &env, client, req, deadline))
+                }
+                None => ItemFetch::Plain(Box::new(req)),
+            }))
         })
         .collect();
     Ok(Started::Sent(Box::pin(fan_out(
@@ -286,7 +312,7 @@ async fn fan_out(
     call: &CallPlan,
     for_each: &ForEach,
     client: &UpstreamClient,
-    requests: Vec<Result<Option<Request<Bytes>>, CallError>>,
+    requests: Vec<Result<Option<ItemFetch<'_>>, CallError>>,
     deadline: Instant,
 ) -> Finished {
     let t0 = Instant::now();
@@ -332,6 +358,7 @@ fn finished(
         result,
         took: started.elapsed(),
         item_errors,
+        cache: None,
     }
 }
 
@@ -342,20 +369,70 @@ struct Finished {
     took: Duration,
     /// `for_each` items that failed but did not fail the call.
     item_errors: Vec<(usize, CallError)>,
+    /// How its cache answered, for a cached call.
+    cache: Option<CacheInfo>,
 }
 
 /// One item of a `for_each` call, tagged with its index.
 async fn fetch_item(
     index: usize,
     client: &UpstreamClient,
-    req: Result<Option<Request<Bytes>>, CallError>,
+    req: Result<Option<ItemFetch<'_>>, CallError>,
     call: &CallPlan,
     deadline: Instant,
 ) -> (usize, Result<Value, CallError>) {
     let answer = match req {
-        Ok(Some(req)) => client.call(req, call, deadline).await.map(|r| r.body),
+        Ok(Some(ItemFetch::Plain(req))) => client.call(*req, call, deadline).await.map(|r| r.body),
+        Ok(Some(ItemFetch::Cached(cached))) => cached.await.0.map(|r| r.body),
         Ok(None) => Ok(Value::Array(Vec::new())),
         Err(e) => Err(e),
     };
     (index, answer)
+}
+
+/// One item request of a `for_each` call: sent as is, or through the cache.
+enum ItemFetch<'a> {
+    Plain(Box<Request<Bytes>>),
+    Cached(CachedFetch<'a>),
+}
+
+type CachedFetch<'a> =
+    Pin<Box<dyn Future<Output = (Result<JsonResponse, CallError>, CacheInfo)> + Send + 'a>>;
+
+/// A call's request through its cache: the key covers what the request
+/// sends; the fetch itself owns everything it needs, so that a flight can
+/// outlive the request that started it (other requests wait for it).
+fn cached_fetch<'a>(
+    r: &Execution<'a>,
+    call: &'a CallPlan,
+    policy: &'a CachePolicy,
+    env: &Env<'_>,
+    client: &UpstreamClient,
+    req: Request<Bytes>,
+    deadline: Instant,
+) -> CachedFetch<'a> {
+    let up = &r.plan.upstreams[call.upstream];
+    let key = crate::cache::key::call_key(
+        &up.name,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        r.client_headers,
+        policy,
+    );
+    let tags = crate::cache::render_tags(&policy.tags, env);
+    let client = client.clone();
+    let (retry, hedge_after, timeout) = (call.retry.clone(), call.hedge_after, call.timeout);
+    let upstream_fetch = Box::pin(async move {
+        client
+            .call_with(req, &retry, hedge_after, timeout, deadline)
+            .await
+    });
+    let cache = r.cache;
+    let no_store = crate::cache::freshness::request_forbids_store(r.client_headers);
+    Box::pin(async move {
+        cache
+            .call(policy, key, tags, no_store, upstream_fetch)
+            .await
+    })
 }

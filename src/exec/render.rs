@@ -31,6 +31,24 @@ pub struct Forwarding {
     pub peer_trusted: bool,
 }
 
+/// The trace context one upstream call is sent.
+pub struct CallTrace {
+    /// The call's `traceparent`: the request's trace, the call's span id.
+    pub traceparent: HeaderValue,
+    /// Whether the client's trace is continued (then its `tracestate` passes).
+    pub continued: bool,
+}
+
+impl CallTrace {
+    /// The trace context of call `call` of a request traced by `t`.
+    pub fn of(t: &crate::telemetry::trace::TraceContext, call: usize) -> Self {
+        CallTrace {
+            traceparent: t.traceparent(t.call_span_id(call)),
+            continued: t.parent_span_id.is_some(),
+        }
+    }
+}
+
 /// A rendered template, or the news that a list it joins is empty.
 pub enum Rendered {
     /// The text.
@@ -141,14 +159,16 @@ pub fn write_path_rest(raw: &str, what: &str, out: &mut String) -> Result<(), Ca
     Ok(())
 }
 
-/// The request for one call (or one item of a `for_each` call); its body is
-/// buffered so that a retry or a hedge can send it again.
+/// The request for one call (or one item of a `for_each` call); `trace` is
+/// the call's own, when the gateway traces. Its body is buffered so that a
+/// retry or a hedge can send it again.
 pub fn request(
     call: &CallPlan,
     up: &UpstreamPlan,
     env: &Env<'_>,
     client_headers: &HeaderMap,
     fwd: &Forwarding,
+    trace: Option<&CallTrace>,
 ) -> Result<Option<Request<Bytes>>, CallError> {
     let mut url = String::with_capacity(64);
     url.push_str(up.scheme_prefix());
@@ -162,7 +182,14 @@ pub fn request(
     let headers = builder
         .headers_mut()
         .ok_or_else(|| CallError::BadInput("invalid request".into()))?;
-    set_common_headers(headers, up, client_headers, &call.forward_headers, fwd);
+    set_common_headers(
+        headers,
+        up,
+        client_headers,
+        &call.forward_headers,
+        fwd,
+        trace,
+    );
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     for (name, t) in &call.headers {
         let mut text = String::new();
@@ -190,12 +217,17 @@ pub fn request(
 }
 
 /// Host, listed client headers, trace context and `X-Forwarded-*`.
+///
+/// With `trace` (the call's own span), the client's `tracestate` goes along
+/// if its trace is continued; without, the client's trace headers pass
+/// unchanged.
 pub fn set_common_headers(
     headers: &mut HeaderMap,
     up: &UpstreamPlan,
     client: &HeaderMap,
     forward: &[http::HeaderName],
     fwd: &Forwarding,
+    trace: Option<&CallTrace>,
 ) {
     for name in forward {
         for v in client.get_all(name) {
@@ -203,8 +235,16 @@ pub fn set_common_headers(
         }
     }
     for name in ["traceparent", "tracestate"] {
+        headers.remove(name);
         if let Some(v) = client.get(name) {
             headers.insert(name, v.clone());
+        }
+    }
+    if let Some(t) = trace {
+        headers.insert("traceparent", t.traceparent.clone());
+        if !t.continued {
+            // The client's trace was not continued: its state does not apply.
+            headers.remove("tracestate");
         }
     }
     if let Ok(host) = HeaderValue::from_str(up.authority.as_str()) {

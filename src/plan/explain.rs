@@ -14,6 +14,7 @@ pub fn explain(plan: &Plan, route: &RoutePlan) -> String {
         route.label,
         humantime::format_duration(route.timeout)
     );
+    super::limit::explain(plan, route, &mut out);
     match &route.kind {
         RouteKind::Proxy(p) => {
             let u = &plan.upstreams[p.upstream];

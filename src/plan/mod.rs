@@ -4,19 +4,24 @@
 //! Invariant: `plan` does no I/O and nothing after it sees config text. A
 //! `Plan` that exists is valid; compiling collects every error, not the first.
 
+mod cache;
 mod explain;
 pub mod expr;
 pub mod graph;
+pub mod limit;
 pub mod resilience;
 pub mod shape;
+pub mod telemetry;
 pub mod template;
 mod tls;
 
 pub use explain::explain;
 pub use resilience::{BreakerPolicy, BudgetPolicy, ListenerLimits, RetryPolicy};
 pub use shape::Shape;
+pub use telemetry::TelemetryPlan;
 pub use tls::{install_default_provider, provider as tls_provider};
 
+use crate::cache::policy::{CachePolicy, CacheSettings};
 use crate::config::{self, OnItemError, Pos, RawCall, RawConfig, RawRoute, SizeValue, Sp};
 use expr::{CallId, Expr, Root, Scope};
 use http::{HeaderName, Method, StatusCode};
@@ -104,10 +109,16 @@ pub enum LoadError {
 pub struct Plan {
     /// Listener settings.
     pub server: ServerPlan,
+    /// What to record and where to send it.
+    pub telemetry: TelemetryPlan,
     /// Upstreams, indexed by `UpstreamId`.
     pub upstreams: Vec<UpstreamPlan>,
     /// Routes, indexed by the router's values.
     pub routes: Vec<RoutePlan>,
+    /// Cache tier settings (the Redis tier uses `limits.redis`).
+    pub cache: CacheSettings,
+    /// Rate limit policies and the Redis they share.
+    pub limits: limit::LimitsPlan,
     router: matchit::Router<Vec<usize>>,
 }
 
@@ -194,6 +205,8 @@ pub struct RoutePlan {
     pub timeout: Duration,
     /// What the route does.
     pub kind: RouteKind,
+    /// Rate limit policies checked before the route runs.
+    pub rate_limits: Option<limit::RouteLimits>,
 }
 
 /// What a route does.
@@ -216,6 +229,8 @@ pub struct Aggregate {
     pub respond: Respond,
     /// Status of a successful response.
     pub status: StatusCode,
+    /// Caching of the whole composed response.
+    pub cache: Option<Box<CachePolicy>>,
 }
 
 /// How an aggregation route builds its body.
@@ -258,6 +273,8 @@ pub struct CallPlan {
     pub deps: Vec<CallId>,
     /// Calls waiting for this one.
     pub dependents: Vec<CallId>,
+    /// Caching of this call's upstream answers.
+    pub cache: Option<CachePolicy>,
 }
 
 /// Per-item fan-out settings.
@@ -356,16 +373,21 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         c.error(u.pos, u.message());
     }
     let server = c.server(raw);
+    let cache_settings = c.cache_settings(raw);
+    c.cache = cache_settings.clone();
+    let telemetry = c.telemetry(&raw.telemetry);
     let upstreams: Vec<UpstreamPlan> = raw
         .upstreams
         .iter()
         .filter_map(|(name, u)| c.upstream(name, u))
         .collect();
     c.upstream_names = raw.upstreams.keys().cloned().collect();
+    let limits = c.rate_limits(raw);
     let mut routes = Vec::new();
     let mut by_path: IndexMap<String, (Pos, Vec<usize>)> = IndexMap::new();
     for raw_route in &raw.routes {
-        if let Some(route) = c.route(raw_route, &upstreams) {
+        if let Some(mut route) = c.route(raw_route, &upstreams) {
+            route.rate_limits = c.route_limits(&raw_route.value.rate_limit, &route.params, &limits);
             // matchit treats `{a}` and `{b}` at the same place as a conflict;
             // the same template with several methods shares one entry.
             let entry = by_path
@@ -398,6 +420,7 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
             c.error(pos, format!("path `{path}` cannot be routed: {e}"));
         }
     }
+    c.warn_unused_policies(&limits);
     let by_position = |a: &Diagnostic, b: &Diagnostic| {
         (a.pos.line, a.pos.column).cmp(&(b.pos.line, b.pos.column))
     };
@@ -412,8 +435,11 @@ pub fn compile(file: &str, raw: &RawConfig) -> Result<(Plan, Report), LoadError>
         Some(server) if report.errors.is_empty() => Ok((
             Plan {
                 server,
+                telemetry,
                 upstreams,
                 routes,
+                cache: cache_settings,
+                limits,
                 router,
             },
             report,
@@ -431,6 +457,9 @@ struct Compiler {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     upstream_names: Vec<String>,
+    cache: CacheSettings,
+    policies: Vec<limit::CompiledPolicy>,
+    used_policies: Vec<limit::PolicyId>,
     base_dir: std::path::PathBuf,
 }
 
@@ -532,7 +561,8 @@ impl Compiler {
                 ),
             }
         }
-        if admin_listen == listen {
+        // Port 0 asks the OS for a free port each, so only fixed ports can clash.
+        if admin_listen == listen && listen.port() != 0 {
             let pos = s.admin_listen.as_ref().map_or(Pos::default(), |a| a.pos);
             self.error(
                 pos,
@@ -706,6 +736,9 @@ impl Compiler {
             if !r.forward_headers.is_empty() {
                 self.error(target.pos, "a `proxy` route forwards all end-to-end headers; `forward_headers` does not apply");
             }
+            if let Some(c) = &r.cache {
+                self.error(c.pos, "a `proxy` route streams and is not cached; cache an aggregation route or its calls");
+            }
             RouteKind::Proxy(self.proxy(target, &params)?)
         } else {
             if method.is_none() {
@@ -718,7 +751,28 @@ impl Compiler {
                 );
                 return None;
             }
-            RouteKind::Aggregate(self.aggregate(r, raw.pos, &params, &forward, timeout, upstreams)?)
+            let Some(mut agg) = self.aggregate(r, raw.pos, &params, &forward, timeout, upstreams)
+            else {
+                // Still check the policy, so one `check` reports its errors too.
+                if let Some(raw_cache) = &r.cache {
+                    let names: Vec<String> = r.calls.keys().cloned().collect();
+                    self.check_route_cache(raw_cache, &label, &params, &names);
+                }
+                return None;
+            };
+            if let Some(raw_cache) = &r.cache {
+                let names: Vec<String> = agg.calls.iter().map(|c| c.name.clone()).collect();
+                let scope = RouteScope {
+                    params: &params,
+                    calls: &names,
+                    item: false,
+                    errors: false,
+                };
+                agg.cache = self
+                    .route_cache(raw_cache, &label, method.as_ref(), &agg, &scope)
+                    .map(Box::new);
+            }
+            RouteKind::Aggregate(agg)
         };
         Some(RoutePlan {
             label,
@@ -727,6 +781,7 @@ impl Compiler {
             params,
             timeout,
             kind,
+            rate_limits: None,
         })
     }
 
@@ -996,6 +1051,7 @@ impl Compiler {
             roots,
             respond,
             status,
+            cache: None,
         })
     }
 
@@ -1219,6 +1275,17 @@ impl Compiler {
             self.error(target.pos, format!("call `{name}` refers to itself"));
             return None;
         }
+        let cache = c.cache.as_ref().and_then(|raw_cache| {
+            let facts = cache::CallFacts {
+                name,
+                method: &method,
+                headers: &headers,
+                forward_headers: &forward_headers,
+                deps: &deps,
+                scope,
+            };
+            self.call_cache(raw_cache, &facts)
+        });
         Some(CallPlan {
             name: name.to_string(),
             upstream: upstream?,
@@ -1234,6 +1301,7 @@ impl Compiler {
             for_each,
             deps,
             dependents: Vec::new(),
+            cache,
         })
     }
 }

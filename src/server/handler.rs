@@ -1,48 +1,98 @@
-//! One request's lifecycle: route lookup → identify the client → run the
-//! call graph (or proxy) → compose → headers.
+//! One request's lifecycle: route lookup → identify the client → rate
+//! limits → run the call graph (or proxy) → compose → headers.
 
-use super::forwarded::forwarding;
+use super::forwarded::{client_ip, forwarding};
 use super::problem::{self, bad_request, call_error_json, call_failed};
-use super::{Gateway, proxy, timing};
+use super::{Gateway, observe, proxy, timing};
+use crate::cache::{self, RouteAnswer, policy::CachePolicy};
 use crate::compose;
 use crate::exec::eval::{Env, RequestView};
 use crate::exec::{self, CallState, Execution};
+use crate::limit::{self, Verdict};
 use crate::plan::{Aggregate, Lookup, Respond, RouteKind, RoutePlan};
-use crate::telemetry;
+use crate::telemetry::trace::TraceContext;
+use crate::telemetry::{self, CallRecord, RequestRecord};
 use crate::upstream::{self, Body};
+use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::time::Instant;
 
 /// Serves one request; never fails (every error is a response). Every
-/// response carries `Server-Timing`, at least with the total.
-pub async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// response carries `Server-Timing`, at least with the total. Every answered
+/// request ends in one `RequestRecord` (metrics, access log, spans).
+pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
-    let _in_flight = InFlight::enter();
+    let started_at = SystemTime::now();
+    let _in_flight = InFlight::enter(gw.telemetry.metrics());
     let method = method_label(req.method());
-    let (mut resp, route) = route_request(gw, req, peer, started).await;
+    let trace = gw
+        .telemetry
+        .tracing()
+        .then(|| TraceContext::from_headers(req.headers()));
+    let path = req.uri().path().to_string();
+    let mut calls = Vec::new();
+    let ctx = RequestContext {
+        peer,
+        started,
+        trace: trace.as_ref(),
+        gateway: gw,
+    };
+    let (mut resp, route) = route_request(gw, req, &path, &ctx, &mut calls).await;
+    let duration = started.elapsed();
     if !resp.headers().contains_key(SERVER_TIMING) {
         resp.headers_mut()
-            .insert(SERVER_TIMING, timing::total_only(started.elapsed()));
+            .insert(SERVER_TIMING, timing::total_only(duration));
     }
-    telemetry::request_served(route, method, resp.status().as_u16(), started.elapsed());
+    gw.telemetry.request_finished(&RequestRecord {
+        started_at,
+        method,
+        path: &path,
+        route,
+        status: resp.status().as_u16(),
+        duration,
+        client: peer.ip(),
+        trace,
+        calls,
+        cache: resp.extensions().get::<cache::RouteOutcome>().map(|o| o.0),
+        limiter: None,
+    });
     resp
+}
+
+/// What every step of one request may need to know about it.
+pub struct RequestContext<'a> {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the request arrived.
+    pub started: Instant,
+    /// Its trace, when tracing is on.
+    pub trace: Option<&'a TraceContext>,
+    /// The gateway, shared: a cached route's computation may outlive the
+    /// request that started it (other requests wait for it).
+    pub gateway: &'a Arc<Gateway>,
 }
 
 /// Counts a request in flight until dropped (also when the client goes away
 /// and the request's future is dropped).
-struct InFlight;
+struct InFlight(bool);
 impl InFlight {
-    fn enter() -> Self {
-        telemetry::in_flight(1.0);
-        InFlight
+    fn enter(counted: bool) -> Self {
+        if counted {
+            telemetry::in_flight(1.0);
+        }
+        InFlight(counted)
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        telemetry::in_flight(-1.0);
+        if self.0 {
+            telemetry::in_flight(-1.0);
+        }
     }
 }
 
@@ -100,7 +150,7 @@ fn rejection(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<Body>> {
 }
 
 /// Standard methods by name, anything else as `OTHER` (bounded labels).
-fn method_label(m: &http::Method) -> &'static str {
+pub fn method_label(m: &http::Method) -> &'static str {
     use http::Method as M;
     match *m {
         M::GET => "GET",
@@ -117,14 +167,14 @@ fn method_label(m: &http::Method) -> &'static str {
 const SERVER_TIMING: &str = "server-timing";
 
 /// Answers a request; also returns the route label for metrics.
-async fn route_request(
-    gw: &Gateway,
+async fn route_request<'g>(
+    gw: &'g Gateway,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    started: Instant,
-) -> (Response<Body>, &str) {
-    let path = req.uri().path().to_string();
-    let (route, raw_params) = match gw.plan.lookup(req.method(), &path) {
+    path: &str,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
+) -> (Response<Body>, &'g str) {
+    let (route, raw_params) = match gw.plan.lookup(req.method(), path) {
         Lookup::Found(route, params) => (route, params),
         Lookup::NotFound => {
             let resp = problem::problem(
@@ -152,80 +202,235 @@ async fn route_request(
             return (resp, telemetry::UNMATCHED_ROUTE);
         }
     };
-    let resp = serve_route(gw, route, raw_params, req, peer, started).await;
+    let resp = serve_route(gw, route, raw_params, req, ctx, calls).await;
     (resp, &route.label)
 }
 
-async fn serve_route(
-    gw: &Gateway,
-    route: &RoutePlan,
+/// Checks the route's rate limits, then runs it if they admit. Limited
+/// routes answer with `RateLimit-Policy` and `RateLimit` either way.
+async fn serve_route<'g>(
+    gw: &'g Gateway,
+    route: &'g RoutePlan,
     raw_params: Vec<&str>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    started: Instant,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
     if let Some(resp) = rejection(gw, &req) {
         return resp;
     }
+    let Some(limits) = &route.rate_limits else {
+        return dispatch(gw, route, raw_params, req, ctx, calls).await;
+    };
+    let decision = {
+        let client = client_ip(
+            req.headers(),
+            ctx.peer.ip(),
+            &gw.plan.server.trusted_proxies,
+        );
+        let view = limit::RequestView {
+            headers: req.headers(),
+            params: &raw_params,
+            client,
+        };
+        gw.limiter.check(limits, &view).await
+    };
+    let mut resp = match &decision.verdict {
+        Verdict::Admit => dispatch(gw, route, raw_params, req, ctx, calls).await,
+        Verdict::Limited {
+            retry_after,
+            violated,
+        } => problem::rate_limited(*retry_after, violated),
+        Verdict::Unavailable { policies } => problem::limiter_unavailable(policies),
+    };
+    let h = resp.headers_mut();
+    h.insert("ratelimit-policy", decision.policy_header);
+    if let Some(v) = decision.limit_header {
+        h.insert("ratelimit", v);
+    }
+    if let Some(t) = decision.redis_time {
+        if !h.contains_key(SERVER_TIMING) {
+            h.insert(SERVER_TIMING, timing::total_only(ctx.started.elapsed()));
+        }
+        h.append(SERVER_TIMING, timing::ratelimit(t.took, t.answered));
+    }
+    resp
+}
+
+/// Runs an admitted request: the proxy, or the call graph and composer.
+async fn dispatch<'g>(
+    gw: &'g Gateway,
+    route: &'g RoutePlan,
+    raw_params: Vec<&str>,
+    req: Request<Incoming>,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
+) -> Response<Body> {
+    // A cache hit needs neither the forwarding headers nor the (large)
+    // futures of the call graph: it is answered first, from a small future.
+    if let RouteKind::Aggregate(agg) = &route.kind
+        && let Some(policy) = &agg.cache
+    {
+        return cached_route(route, policy, &raw_params, req, ctx).await;
+    }
+    let fwd = request_forwarding(gw, &req, ctx.peer);
+    match &route.kind {
+        RouteKind::Proxy(p) => {
+            let forwarded = proxy::forward(gw, route, p, &raw_params, req, &fwd, ctx, calls);
+            let mut resp = Box::pin(forwarded).await;
+            // The upstream's own Server-Timing passes through; ours is added.
+            let ours = timing::proxy(ctx.started.elapsed());
+            resp.headers_mut().append(SERVER_TIMING, ours);
+            resp
+        }
+        RouteKind::Aggregate(agg) => {
+            let (query, headers) = (req.uri().query(), req.headers());
+            let run = run_aggregate(
+                gw,
+                route,
+                agg,
+                &raw_params,
+                query,
+                headers,
+                &fwd,
+                ctx,
+                calls,
+            );
+            Box::pin(run).await
+        }
+    }
+}
+
+/// `X-Forwarded-*` for the upstream requests of `req`.
+fn request_forwarding(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> crate::exec::render::Forwarding {
     let host = req
         .uri()
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let fwd = forwarding(
+    forwarding(
         req.headers(),
         host.as_ref().or(req.headers().get(header::HOST)),
         peer.ip(),
         &gw.plan.server.trusted_proxies,
         "http",
-    );
-    match &route.kind {
-        RouteKind::Proxy(p) => {
-            let mut resp = proxy::forward(gw, route, p, &raw_params, req, &fwd).await;
-            // The upstream's own Server-Timing passes through; ours is added.
-            let ours = timing::proxy(started.elapsed());
-            resp.headers_mut().append(SERVER_TIMING, ours);
-            resp
-        }
-        RouteKind::Aggregate(agg) => {
-            let mut params = Vec::with_capacity(raw_params.len());
-            for (name, raw) in route.params.iter().zip(&raw_params) {
-                match percent_encoding::percent_decode_str(raw).decode_utf8() {
-                    Ok(p) if p == "." || p == ".." => {
-                        return bad_request(format!("path parameter `{name}` cannot be `{p}`"));
-                    }
-                    Ok(p) => params.push(p.into_owned()),
-                    Err(_) => {
-                        return bad_request(format!(
-                            "path parameter `{name}` is not valid UTF-8 once decoded"
-                        ));
-                    }
-                }
-            }
-            let view = RequestView::new(&params, req.uri().query(), req.headers());
-            let run = Execution {
-                plan: &gw.plan,
-                route,
-                agg,
-                upstreams: &gw.upstreams,
-                view: &view,
-                client_headers: req.headers(),
-                forwarding: &fwd,
-            };
-            aggregate(gw, route, agg, &run, started).await
-        }
-    }
+    )
 }
 
-async fn aggregate(
-    gw: &Gateway,
+/// A route with a `cache:` policy: the cache answers, and runs the route
+/// only when this request leads the fetch of a missing or stale entry. That
+/// run owns what it needs (other requests may wait for it after this one
+/// has gone), so its calls are not in this request's records.
+async fn cached_route(
     route: &RoutePlan,
-    agg: &Aggregate,
+    policy: &CachePolicy,
+    raw_params: &[&str],
+    req: Request<Incoming>,
+    ctx: &RequestContext<'_>,
+) -> Response<Body> {
+    let gw = ctx.gateway;
+    let headers = req.headers();
+    let gzip = cache::accepts_gzip(headers);
+    let key = cache::key::route_key(req.uri().path(), req.uri().query(), headers, gzip, policy);
+    let no_store = cache::freshness::request_forbids_store(headers);
+    let (peer, trace) = (ctx.peer, ctx.trace.copied());
+    let compute = || -> BoxFuture<'static, RouteAnswer> {
+        let gw = gw.clone();
+        let index = gw.plan.routes.iter().position(|r| std::ptr::eq(r, route));
+        let params: Vec<String> = raw_params.iter().map(|p| p.to_string()).collect();
+        Box::pin(async move {
+            let route = index.map(|i| &gw.plan.routes[i]);
+            let Some((route, RouteKind::Aggregate(agg))) = route.map(|r| (r, &r.kind)) else {
+                return RouteAnswer::from_response(bad_request("route not found".into())).await;
+            };
+            let raw: Vec<&str> = params.iter().map(String::as_str).collect();
+            let fwd = request_forwarding(&gw, &req, peer);
+            let ctx = RequestContext {
+                peer,
+                started: Instant::now(),
+                trace: trace.as_ref(),
+                gateway: &gw,
+            };
+            let mut calls = Vec::new();
+            let (query, headers) = (req.uri().query(), req.headers());
+            let run = run_aggregate(
+                &gw, route, agg, &raw, query, headers, &fwd, &ctx, &mut calls,
+            );
+            let resp = Box::pin(run).await;
+            RouteAnswer::from_response(resp).await
+        })
+    };
+    gw.cache
+        .route(policy, key, no_store, gzip, ctx.started, compute)
+        .await
+}
+
+/// Decodes the path parameters, runs the call graph and composes the response.
+#[allow(clippy::too_many_arguments)]
+async fn run_aggregate<'g>(
+    gw: &'g Gateway,
+    route: &'g RoutePlan,
+    agg: &'g Aggregate,
+    raw_params: &[&str],
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    fwd: &crate::exec::render::Forwarding,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
+) -> Response<Body> {
+    let mut params = Vec::with_capacity(raw_params.len());
+    for (name, raw) in route.params.iter().zip(raw_params) {
+        match percent_encoding::percent_decode_str(raw).decode_utf8() {
+            Ok(p) if p == "." || p == ".." => {
+                return bad_request(format!("path parameter `{name}` cannot be `{p}`"));
+            }
+            Ok(p) => params.push(p.into_owned()),
+            Err(_) => {
+                return bad_request(format!(
+                    "path parameter `{name}` is not valid UTF-8 once decoded"
+                ));
+            }
+        }
+    }
+    let view = RequestView::new(&params, query, headers);
+    let run = Execution {
+        plan: &gw.plan,
+        route,
+        agg,
+        upstreams: &gw.upstreams,
+        view: &view,
+        client_headers: headers,
+        forwarding: fwd,
+        trace: ctx.trace,
+        cache: &gw.cache,
+    };
+    aggregate(gw, route, agg, &run, ctx.started, calls).await
+}
+
+async fn aggregate<'g>(
+    gw: &'g Gateway,
+    route: &RoutePlan,
+    agg: &'g Aggregate,
     run: &Execution<'_>,
     started: Instant,
+    calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
     let outcome = match exec::run(run).await {
         Ok(o) => o,
         Err(failure) => {
+            if gw.telemetry.wants_calls() {
+                observe::aggregate_calls(
+                    &gw.plan,
+                    agg,
+                    &failure.outcome,
+                    observe::running_outcome(&failure),
+                    started,
+                    calls,
+                );
+            }
             let call = &agg.calls[failure.call];
             let upstream = &gw.plan.upstreams[call.upstream].name;
             tracing::debug!(route = %route.label, call = %call.name, error = %failure.error, "route failed");
@@ -237,6 +442,9 @@ async fn aggregate(
             return resp;
         }
     };
+    if gw.telemetry.wants_calls() {
+        observe::aggregate_calls(&gw.plan, agg, &outcome, "cancelled", started, calls);
+    }
     // Failed optional calls, and failed items of `for_each` calls that kept
     // going (`keep_null`, `skip`), are what makes a response partial.
     let mut missing: Vec<String> = Vec::new();
@@ -291,6 +499,11 @@ async fn aggregate(
         && let Ok(v) = HeaderValue::from_str(&missing.join(", "))
     {
         h.insert("switchyard-missing", v);
+    }
+    if let Some(policy) = &agg.cache {
+        // For the route cache: the parts' lifetimes, privacy and the tags.
+        let parts = cache::route_parts(policy, agg, &outcome, &env);
+        resp.extensions_mut().insert(parts);
     }
     resp
 }

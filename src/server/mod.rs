@@ -11,16 +11,22 @@
 mod forwarded;
 mod framing;
 mod handler;
+mod observe;
 mod problem;
 mod proxy;
 pub mod reload;
 mod timing;
 pub mod tls;
 
-pub use forwarded::is_trusted;
+pub use forwarded::{client_ip, is_trusted};
+pub use readiness::Readiness;
 
+pub mod readiness;
+
+use crate::cache::Cache;
+use crate::limit::Limiter;
 use crate::plan::{ListenerLimits, Plan};
-use crate::telemetry;
+use crate::telemetry::{self, Telemetry, TelemetryError};
 use crate::upstream::{Body, Upstreams};
 use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
@@ -53,13 +59,59 @@ pub struct Gateway {
     pub plan: Plan,
     /// One pool per upstream of the plan.
     pub upstreams: Upstreams,
+    /// The plan's rate limit policies with their stores.
+    pub limiter: Limiter,
+    /// Metrics, statistics, access log, span export.
+    pub telemetry: Telemetry,
+    /// Whether it takes traffic (`/readyz`).
+    pub readiness: Readiness,
+    /// The caches of the plan's cached calls and routes.
+    pub cache: Cache,
 }
 
 impl Gateway {
-    /// A gateway for a plan, with fresh connection pools.
+    /// A gateway for a plan, with fresh connection pools; fails when a
+    /// telemetry sink (access log file, OTLP exporter) cannot start. Call
+    /// inside a tokio runtime when the plan exports spans.
+    pub fn try_new(plan: Plan) -> Result<Arc<Self>, TelemetryError> {
+        let telemetry = Telemetry::new(&plan)?;
+        Ok(Self::with_telemetry(plan, telemetry))
+    }
+
+    /// Like `try_new`, but a sink that cannot start is logged and left off.
     pub fn new(plan: Plan) -> Arc<Self> {
+        let telemetry = Telemetry::new(&plan).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "telemetry sink disabled");
+            Telemetry::without_sinks(&plan)
+        });
+        Self::with_telemetry(plan, telemetry)
+    }
+
+    /// The gateway for a reloaded plan: fresh pools and policies, the same
+    /// readiness (a reload never makes the process look unready).
+    pub fn reloaded(plan: Plan, previous: &Gateway) -> Arc<Self> {
+        let fresh = Self::new(plan);
+        match Arc::try_unwrap(fresh) {
+            Ok(mut gw) => {
+                gw.readiness = previous.readiness.clone();
+                Arc::new(gw)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    fn with_telemetry(plan: Plan, telemetry: Telemetry) -> Arc<Self> {
         let upstreams = Upstreams::new(&plan);
-        Arc::new(Gateway { plan, upstreams })
+        let limiter = Limiter::new(&plan.limits);
+        let cache = Cache::new(&plan);
+        Arc::new(Gateway {
+            plan,
+            upstreams,
+            limiter,
+            telemetry,
+            readiness: Readiness::default(),
+            cache,
+        })
     }
 }
 
@@ -68,6 +120,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    readiness: Option<Readiness>,
 }
 
 impl RunningServer {
@@ -76,8 +129,12 @@ impl RunningServer {
         self.addr
     }
 
-    /// Stops accepting, waits for in-flight requests (up to the drain timeout).
+    /// Stops accepting, waits for in-flight requests (up to the drain
+    /// timeout). The gateway reports not ready from the start of the drain.
     pub async fn shutdown(self) {
+        if let Some(r) = &self.readiness {
+            r.draining();
+        }
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
@@ -89,6 +146,7 @@ impl RunningServer {
 }
 
 /// Serves the gateway on an already bound listener.
+/// The gateway is ready from here on: its listener is bound.
 pub fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<RunningServer> {
     serve_shared(Arc::new(ArcSwap::new(gateway)), listener)
 }
@@ -103,7 +161,9 @@ pub fn serve_shared(
     let server = shared.load().plan.server.clone();
     let request_timeout = server.limits.request_timeout;
     let transport = tls::Transport::for_gateway(&shared);
-    serve_fn_with(listener, server.limits, transport, move |req, peer| {
+    let first = shared.load_full();
+    let readiness = first.readiness.clone();
+    let mut running = serve_fn_with(listener, server.limits, transport, move |req, peer| {
         let gw = shared.load_full();
         async move {
             match tokio::time::timeout(request_timeout, handler::handle(&gw, req, peer)).await {
@@ -119,7 +179,10 @@ pub fn serve_shared(
                 ),
             }
         }
-    })
+    })?;
+    readiness.ready();
+    running.readiness = Some(readiness);
+    Ok(running)
 }
 
 /// Accepts connections on `listener` and answers every request with
@@ -242,7 +305,12 @@ where
             tracing::warn!("drain timeout passed; closing remaining connections");
         }
     });
-    Ok(RunningServer { addr, stop, task })
+    Ok(RunningServer {
+        addr,
+        stop,
+        task,
+        readiness: None,
+    })
 }
 
 /// Binds `addr` and serves the gateway on it.

@@ -68,6 +68,53 @@ pub fn call_failed(call: &str, upstream: &str, error: &CallError) -> Response<Bo
     problem(status, title, detail, extra)
 }
 
+/// The draft-ietf-httpapi-ratelimit-headers problem type for 429.
+const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+/// … and for a limiter that cannot decide (its 503).
+const REDUCED_CAPACITY: &str =
+    "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
+
+/// 429: rate limit policies are out of quota; `Retry-After` in whole seconds.
+pub fn rate_limited(retry_after: u64, violated: &[String]) -> Response<Body> {
+    let mut extra = Map::new();
+    extra.insert("type".into(), json!(QUOTA_EXCEEDED));
+    extra.insert("violated-policies".into(), json!(violated));
+    extra.insert("retry_after".into(), json!(retry_after));
+    let detail = format!(
+        "rate limit exceeded ({}); retry in {retry_after} s",
+        violated.join(", ")
+    );
+    let mut resp = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        detail,
+        extra,
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+/// 503: a `fail_closed` policy cannot reach its store.
+pub fn limiter_unavailable(policies: &[String]) -> Response<Body> {
+    let mut extra = Map::new();
+    extra.insert("type".into(), json!(REDUCED_CAPACITY));
+    extra.insert("violated-policies".into(), json!(policies));
+    let detail = format!(
+        "the rate limit store of {} is unreachable and the policy fails closed",
+        policies.join(", ")
+    );
+    let mut resp = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Rate limiter unavailable",
+        detail,
+        extra,
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 /// A bad client request.
 pub fn bad_request(detail: String) -> Response<Body> {
     problem(StatusCode::BAD_REQUEST, "Bad request", detail, Map::new())

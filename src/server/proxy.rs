@@ -2,23 +2,29 @@
 //! hop-by-hop headers are dropped and `X-Forwarded-*` set.
 
 use super::Gateway;
+use super::handler::{RequestContext, method_label};
 use super::problem::{bad_request, call_failed};
 use crate::exec::eval::{Env, RequestView};
-use crate::exec::render::{self, Forwarding, Rendered};
+use crate::exec::render::{self, CallTrace, Forwarding, Rendered};
 use crate::plan::{HOP_BY_HOP, ProxyPlan, RoutePlan};
+use crate::telemetry::CallRecord;
 use crate::upstream::{Body, CallError};
 use http::{HeaderMap, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-/// Forwards one request to the proxy route's upstream.
-pub async fn forward(
-    gw: &Gateway,
+/// Forwards one request to the proxy route's upstream; the call, once sent,
+/// is recorded in `calls` (as call `proxy`).
+#[allow(clippy::too_many_arguments)]
+pub async fn forward<'g>(
+    gw: &'g Gateway,
     route: &RoutePlan,
     target: &ProxyPlan,
     raw_params: &[&str],
     req: Request<Incoming>,
     fwd: &Forwarding,
+    ctx: &RequestContext<'_>,
+    calls: &mut Vec<CallRecord<'g>>,
 ) -> Response<Body> {
     let up = &gw.plan.upstreams[target.upstream];
     let max = gw.plan.server.max_request_body;
@@ -61,6 +67,7 @@ pub async fn forward(
         uri.push_str(q);
     }
     let (parts, body) = req.into_parts();
+    let method = method_label(&parts.method);
     let mut out = Request::builder().method(parts.method).uri(uri);
     let Some(headers) = out.headers_mut() else {
         return bad_request("invalid request".into());
@@ -74,7 +81,8 @@ pub async fn forward(
             headers.remove(*name);
         }
     }
-    render::set_common_headers(headers, up, &parts.headers, &[], fwd);
+    let trace = ctx.trace.map(|t| CallTrace::of(t, 0));
+    render::set_common_headers(headers, up, &parts.headers, &[], fwd, trace.as_ref());
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let body: Body = Limited::new(body, limit)
         .map_err(|e| e as crate::upstream::BoxError)
@@ -83,12 +91,30 @@ pub async fn forward(
         return bad_request("the request cannot be forwarded".into());
     };
     let timeout = up.timeout.min(route.timeout);
-    let resp = match gw
+    let sent = tokio::time::Instant::now();
+    let result = gw
         .upstreams
         .get(target.upstream)
         .send_guarded(out, timeout)
-        .await
-    {
+        .await;
+    let (outcome, status) = match &result {
+        Ok(resp) if resp.status().is_server_error() => ("status", Some(resp.status())),
+        Ok(resp) => ("ok", Some(resp.status())),
+        Err(e) => (e.kind(), None),
+    };
+    calls.push(CallRecord {
+        name: "proxy",
+        upstream: &up.name,
+        method,
+        index: 0,
+        start: Some(sent.saturating_duration_since(ctx.started)),
+        duration: Some(sent.elapsed()),
+        outcome,
+        status: status.map(|s| s.as_u16()),
+        waited_for: &[],
+        cache: None,
+    });
+    let resp = match result {
         Ok(resp) => resp,
         Err(e) => return call_failed("proxy", &up.name, &e),
     };

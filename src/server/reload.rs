@@ -54,6 +54,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// The gateway it swaps.
+    pub fn gateway(&self) -> &SharedGateway {
+        &self.gateway
+    }
+
     /// A reloader for the gateway serving `path`.
     pub fn new(path: PathBuf, gateway: SharedGateway) -> Arc<Self> {
         Arc::new(Reloader {
@@ -92,7 +97,7 @@ impl Reloader {
                 let restart = restart_needed(&old.plan.server, &plan.server);
                 // Pools and policies are built before the swap: the first
                 // request on the new config finds everything ready.
-                let new = Gateway::new(plan);
+                let new = Gateway::reloaded(plan, &old);
                 self.gateway.store(new);
                 let mut message = format!("reloaded {} ({trigger})", self.path.display());
                 if let Some(what) = restart {

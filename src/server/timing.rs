@@ -7,7 +7,7 @@ use http::HeaderValue;
 use std::fmt::Write;
 use std::time::Duration;
 
-/// `customer;dur=20.4, shipping;desc="skipped", total;dur=41.9`
+/// `customer;dur=20.4, products;dur=0.1;desc="hit", shipping;desc="skipped", total;dur=41.9`
 pub fn server_timing(agg: &Aggregate, outcome: &Outcome, total: Duration) -> HeaderValue {
     let mut s = String::with_capacity(32 * (agg.calls.len() + 1));
     for (i, call) in agg.calls.iter().enumerate() {
@@ -21,9 +21,15 @@ pub fn server_timing(agg: &Aggregate, outcome: &Outcome, total: Duration) -> Hea
                 let _ = write!(s, "{};desc=\"{}\", ", call.name, e.kind());
             }
             (_, Some(d)) => match outcome.item_errors.get(i).map_or(0, Vec::len) {
-                0 => {
-                    let _ = write!(s, "{};dur={:.1}, ", call.name, ms(d));
-                }
+                0 => match outcome.cache.get(i).copied().flatten() {
+                    // A cached call says how its cache answered: hit, miss, stale…
+                    Some(c) => {
+                        let _ = write!(s, "{};dur={:.1};desc=\"{}\", ", call.name, ms(d), c.desc());
+                    }
+                    None => {
+                        let _ = write!(s, "{};dur={:.1}, ", call.name, ms(d));
+                    }
+                },
                 n => {
                     let _ = write!(
                         s,
@@ -66,4 +72,16 @@ pub fn proxy(upstream: Duration) -> HeaderValue {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The limiter's trip to Redis: `ratelimit;dur=0.3;desc="redis"`, or with
+/// `desc="redis failed: fallback"` when Redis did not answer.
+pub fn ratelimit(took: Duration, answered: bool) -> HeaderValue {
+    let desc = if answered {
+        "redis"
+    } else {
+        "redis failed: on_redis_error"
+    };
+    HeaderValue::from_str(&format!("ratelimit;dur={:.1};desc=\"{desc}\"", ms(took)))
+        .unwrap_or(HeaderValue::from_static("ratelimit"))
 }

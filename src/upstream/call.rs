@@ -13,7 +13,7 @@
 
 use super::{CallError, JsonResponse, UpstreamClient, breaker, full, hedge, retry};
 use crate::plan::CallPlan;
-use crate::plan::resilience::is_idempotent;
+use crate::plan::resilience::{RetryPolicy, is_idempotent};
 use crate::telemetry;
 use bytes::Bytes;
 use http::Request;
@@ -28,8 +28,21 @@ impl UpstreamClient {
         call: &CallPlan,
         deadline: Instant,
     ) -> Result<JsonResponse, CallError> {
+        self.call_with(req, &call.retry, call.hedge_after, call.timeout, deadline)
+            .await
+    }
+
+    /// `call` with the policy spelled out, for callers that must own it
+    /// (a cache flight may outlive the request that started it).
+    pub async fn call_with(
+        &self,
+        req: Request<Bytes>,
+        policy: &RetryPolicy,
+        hedge_after: Option<Duration>,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<JsonResponse, CallError> {
         self.budget.deposit();
-        let policy = &call.retry;
         let may_retry =
             policy.retries > 0 && (policy.unsafe_methods || is_idempotent(req.method()));
         let mut delays = retry::delays(policy);
@@ -41,8 +54,8 @@ impl UpstreamClient {
                 }
                 granted
             };
-            let result = hedge::hedged(call.hedge_after, may_hedge, || {
-                self.attempt(&req, call.timeout, deadline)
+            let result = hedge::hedged(hedge_after, may_hedge, || {
+                self.attempt(&req, timeout, deadline)
             })
             .await;
             let error = match result {

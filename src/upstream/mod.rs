@@ -162,15 +162,18 @@ impl Upstreams {
     }
 }
 
-/// A keep-alive connection pool to one upstream.
+/// A keep-alive connection pool to one upstream (clones share the pool).
+#[derive(Clone)]
 pub struct UpstreamClient {
     /// Response body cap in bytes.
     pub max_body: u64,
     name: String,
     client: Client<HttpsConnector<HttpConnector>, Body>,
-    budget: retry::RetryBudget,
-    breaker: Option<breaker::Breaker>,
-    bulkhead: bulkhead::Bulkhead,
+    // Shared by clones (a cache flight owns one): one budget, breaker and
+    // bulkhead per upstream, whoever sends.
+    budget: std::sync::Arc<retry::RetryBudget>,
+    breaker: Option<std::sync::Arc<breaker::Breaker>>,
+    bulkhead: std::sync::Arc<bulkhead::Bulkhead>,
     compression: bool,
 }
 
@@ -211,12 +214,12 @@ impl UpstreamClient {
             max_body: plan.max_body,
             name: plan.name.clone(),
             client,
-            budget: retry::RetryBudget::new(plan.budget.clone()),
+            budget: std::sync::Arc::new(retry::RetryBudget::new(plan.budget.clone())),
             breaker: plan
                 .breaker
                 .clone()
-                .map(|b| breaker::Breaker::new(&plan.name, b)),
-            bulkhead: bulkhead::Bulkhead::new(&plan.name, plan.max_in_flight),
+                .map(|b| std::sync::Arc::new(breaker::Breaker::new(&plan.name, b))),
+            bulkhead: std::sync::Arc::new(bulkhead::Bulkhead::new(&plan.name, plan.max_in_flight)),
             compression: plan.compression,
         }
     }

@@ -193,6 +193,33 @@ fn check_reports_every_error_in_one_run() {
     assert_eq!(run.all().matches(": error: ").count(), 5, "{}", run.all());
 }
 
+// Telemetry mistakes are compile errors with positions, all in one run.
+#[test]
+fn check_reports_telemetry_errors() {
+    let file = "testdata/bad/telemetry.yaml";
+    let run = assert_error(
+        file,
+        "localhost:4317",
+        "`endpoint`: `localhost:4317` is not an OTLP/gRPC endpoint",
+    );
+    diagnostic(
+        &run,
+        file,
+        "error",
+        "servce_name",
+        "unknown field `servce_name` in `telemetry.otlp`; did you mean `service_name`?",
+    );
+    diagnostic(&run, file, "error", "to: file", "`to: file` needs a `path`");
+    diagnostic(
+        &run,
+        file,
+        "error",
+        "format: xml",
+        "`format`: `xml` is not one of `json`, `logfmt`",
+    );
+    assert_eq!(run.all().matches(": error: ").count(), 4, "{}", run.all());
+}
+
 // A misspelt field does not hide the other errors of the file.
 #[test]
 fn check_reports_unknown_field_alongside_other_errors() {

@@ -226,7 +226,29 @@ impl Drop for Decrement {
 /// The gateway serving a config on a free loopback port.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
     server: Option<RunningServer>,
+}
+
+/// An admin listener on a free loopback port.
+pub struct TestAdmin {
+    pub addr: SocketAddr,
+    server: Option<RunningServer>,
+}
+
+impl TestAdmin {
+    /// GET an admin path.
+    pub async fn get(&self, path: &str) -> TestResponse {
+        let url = format!("http://{}{}", self.addr, path);
+        send(Method::GET, &url, &[], Bytes::new()).await
+    }
+
+    /// Stops the listener.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
 }
 
 impl TestGateway {
@@ -238,8 +260,21 @@ impl TestGateway {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = switchyard::server::serve(Gateway::new(plan), listener).unwrap();
+        let gateway = Gateway::new(plan);
+        let server = switchyard::server::serve(gateway.clone(), listener).unwrap();
         TestGateway {
+            addr,
+            gateway,
+            server: Some(server),
+        }
+    }
+
+    /// Starts this gateway's admin listener (`/metrics`, `/stats`, …).
+    pub async fn admin(&self) -> TestAdmin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = switchyard::admin::serve_gateway(listener, self.gateway.clone()).unwrap();
+        TestAdmin {
             addr,
             server: Some(server),
         }

@@ -135,13 +135,15 @@ async fn only_listed_headers_are_forwarded() {
         "x-forwarded-proto",
         "x-forwarded-host",
         "content-length",
+        "traceparent",
     ];
     for name in h.keys() {
         assert!(allowed.contains(&name.as_str()), "unexpected {name}: {h:?}");
     }
 }
 
-// `traceparent` and `tracestate` are forwarded even when not listed.
+// Trace context is continued even when not listed: the client's trace id
+// with the call's own span id, and the client's `tracestate`.
 #[tokio::test]
 async fn trace_context_is_forwarded() {
     let up = TestUpstream::fixed(Reply::json(json!({}))).await;
@@ -152,7 +154,12 @@ async fn trace_context_is_forwarded() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let h = &up.seen()[0].headers;
-    assert_eq!(h["traceparent"], tp);
+    let sent = h["traceparent"].to_str().unwrap();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"),
+        "{sent}"
+    );
+    assert_ne!(sent, tp, "the call has a span id of its own");
     assert_eq!(h["tracestate"], "k=v");
 }
 
