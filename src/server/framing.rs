@@ -17,6 +17,8 @@
 //! it is routed. The scan runs over body bytes too (it cannot tell them
 //! apart without framing them itself); a body would have to hold such a
 //! header line, whitespace trick included, to be refused by mistake.
+//! HTTP/2 connections (recognised by their preface) are not scanned: their
+//! framing is binary and leaves nothing ambiguous.
 //!
 //! Requests sent upstream are always re-framed by our client (their own
 //! `Content-Length` or chunking): client framing headers are never copied.
@@ -97,9 +99,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 /// suspicious in themselves.
 const MAX_LINE: usize = 256;
 
+/// The start of every HTTP/2 connection (RFC 9113 §3.4): such a
+/// connection has binary framing and no length ambiguity to look for.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 /// Finds framing header lines in a byte stream, line by line.
 #[derive(Default)]
 struct Scanner {
+    /// The connection's first bytes, until it is clear whether it is HTTP/2.
+    start: Vec<u8>,
+    /// An HTTP/2 connection: nothing to scan.
+    h2: bool,
     line: Vec<u8>,
     /// The current line is longer than `MAX_LINE`.
     overflow: bool,
@@ -114,6 +124,17 @@ impl Scanner {
     fn feed(&mut self, data: &[u8]) -> bool {
         if self.found {
             return true;
+        }
+        if self.h2 {
+            return false;
+        }
+        if self.start.len() < H2_PREFACE.len() {
+            let take = (H2_PREFACE.len() - self.start.len()).min(data.len());
+            self.start.extend_from_slice(&data[..take]);
+            if self.start == H2_PREFACE {
+                self.h2 = true;
+                return false;
+            }
         }
         let mut rest = data;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
@@ -228,6 +249,19 @@ mod tests {
             b"GET / HTTP/1.1\r\nX-Long: ",
             &[b'a'; 5000],
             b"\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn http2_connections_are_not_scanned() {
+        // DATA frames may hold anything, header-like text included.
+        assert!(!scan(&[
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        ]));
+        assert!(!scan(&[
+            b"PRI * HT",
+            b"TP/2.0\r\n\r\nSM\r\n\r\n\r\nContent-Length:\t5\r\n",
         ]));
     }
 }

@@ -160,7 +160,7 @@ pub fn serve_shared(
     telemetry::prometheus();
     let server = shared.load().plan.server.clone();
     let request_timeout = server.limits.request_timeout;
-    let transport = tls::Transport::new(server.tls.clone(), server.h2c);
+    let transport = tls::Transport::for_gateway(&shared);
     let first = shared.load_full();
     let readiness = first.readiness.clone();
     let mut running = serve_fn_with(listener, server.limits, transport, move |req, peer| {

@@ -13,8 +13,8 @@
 //! new file and rename it; Kubernetes ConfigMaps swap a symlink in the
 //! parent directory) and needs no platform-specific notification API.
 //!
-//! Listener settings (`listen`, `admin_listen`, the client limits, `tls`
-//! including its certificate, `h2c`) belong to
+//! Listener settings (`listen`, `admin_listen`, the client limits, turning
+//! `tls` on or off, `h2c`) belong to
 //! sockets that are already open: a reload that changes them applies the
 //! rest and logs that those take a restart.
 
@@ -180,8 +180,10 @@ fn restart_needed(old: &plan::ServerPlan, new: &plan::ServerPlan) -> Option<Stri
     if old.limits != new.limits {
         changed.push("the listener limits");
     }
+    // A renewed certificate applies to new connections; turning TLS on or
+    // off changes what the socket speaks.
     if old.h2c != new.h2c || old.tls.is_some() != new.tls.is_some() {
-        changed.push("`tls`/`h2c`");
+        changed.push("`tls` on or off, `h2c`");
     }
     (!changed.is_empty()).then(|| changed.join(", "))
 }

@@ -2,6 +2,10 @@
 //! prior knowledge unless `h2c: false`) or TLS with ALPN choosing h2 or
 //! http/1.1. Both end up as one boxed stream type so that the rest of the
 //! connection handling is written once.
+//!
+//! The TLS config is looked up per connection from the gateway being
+//! served, so a reload with a renewed certificate applies to every new
+//! connection (whether a listener uses TLS at all is fixed at start).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +20,38 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
 #[derive(Clone, Default)]
 pub struct Transport {
     /// TLS, when the listener serves HTTPS.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<TlsSource>,
     /// Whether a plain connection may speak HTTP/2 (prior knowledge).
     pub h2c: bool,
+}
+
+/// Where a connection's TLS config comes from.
+#[derive(Clone)]
+pub enum TlsSource {
+    /// Always this one.
+    Fixed(Arc<rustls::ServerConfig>),
+    /// The served gateway's, falling back to the one the listener started with.
+    Current {
+        /// The gateway being served.
+        gateway: super::SharedGateway,
+        /// The config at start.
+        fallback: Arc<rustls::ServerConfig>,
+    },
+}
+
+impl TlsSource {
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        match self {
+            TlsSource::Fixed(c) => c.clone(),
+            TlsSource::Current { gateway, fallback } => gateway
+                .load()
+                .plan
+                .server
+                .tls
+                .clone()
+                .unwrap_or_else(|| fallback.clone()),
+        }
+    }
 }
 
 impl Transport {
@@ -33,8 +66,20 @@ impl Transport {
     /// From the listener's settings.
     pub fn new(tls: Option<Arc<rustls::ServerConfig>>, h2c: bool) -> Self {
         Transport {
-            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            tls: tls.map(TlsSource::Fixed),
             h2c,
+        }
+    }
+
+    /// For a served gateway: its TLS config as it is when each connection arrives.
+    pub fn for_gateway(gateway: &super::SharedGateway) -> Self {
+        let server = &gateway.load().plan.server;
+        Transport {
+            tls: server.tls.clone().map(|fallback| TlsSource::Current {
+                gateway: gateway.clone(),
+                fallback,
+            }),
+            h2c: server.h2c,
         }
     }
 
@@ -45,9 +90,10 @@ impl Transport {
         stream: TcpStream,
         handshake_timeout: Duration,
     ) -> Option<Box<dyn ClientIo>> {
-        let Some(acceptor) = &self.tls else {
+        let Some(source) = &self.tls else {
             return Some(Box::new(stream));
         };
+        let acceptor = tokio_rustls::TlsAcceptor::from(source.config());
         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {

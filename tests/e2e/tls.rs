@@ -289,3 +289,41 @@ fn missing_tls_files_are_config_errors_at_their_line() {
         "{text}"
     );
 }
+
+// A reload with a renewed certificate applies to new connections: the
+// listener keeps serving, and clients see the new certificate.
+#[tokio::test]
+async fn a_reload_renews_the_listener_certificate() {
+    let (old, new) = (certs(), certs());
+    let up = TestUpstream::fixed(Reply::json(json!({"ok": true}))).await;
+    let config = |c: &Certs| {
+        format!(
+            "server:\n  tls: {{ cert: \"{}\", key: \"{}\" }}\nupstreams:\n  up: {{ url: \"{}\" }}\nroutes:\n  - get: /x\n    calls:\n      a: {{ get: \"up:/a\" }}\n",
+            c.cert.display(),
+            c.key.display(),
+            up.url()
+        )
+    };
+    let plan = |c: &Certs| {
+        switchyard::plan::compile_str("tls.yaml", &config(c))
+            .unwrap()
+            .0
+    };
+    let shared: switchyard::server::SharedGateway = Arc::new(arc_swap::ArcSwap::new(
+        switchyard::server::Gateway::new(plan(&old)),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _server = switchyard::server::serve_shared(shared.clone(), listener).unwrap();
+    let url = format!("https://localhost:{port}/x");
+    let (_, status, _) = get(&https_client(&old, false), &url).await;
+    assert_eq!(status, 200);
+    shared.store(switchyard::server::Gateway::new(plan(&new)));
+    let (_, status, _) = get(&https_client(&new, false), &url).await;
+    assert_eq!(status, 200);
+    // A client that trusts only the old CA now refuses the certificate.
+    let refused = https_client(&old, false)
+        .request(Request::get(&url).body(Full::new(Bytes::new())).unwrap())
+        .await;
+    assert!(refused.is_err(), "the old certificate is still served");
+}
