@@ -8,6 +8,31 @@ use std::time::Duration;
 use switchyard::plan::{self, LoadError, Plan};
 use switchyard::server::{self, Gateway};
 
+// A request allocates a few hundred small, short-lived blocks (headers,
+// futures, JSON pieces); mimalloc serves them in a fraction of glibc
+// malloc's instructions (it was about a quarter of the summary route's CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(target_os = "linux")]
+/// `mi_option_arena_eager_commit` in mimalloc.h's `mi_option_e` (not among
+/// the Rust binding's named constants).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Commits arena memory as it is used, not up front: about 7 MB less resident
+/// memory at idle, at no cost per request. It must run before the first
+/// allocation reserves the first arena, so it is a load-time constructor.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static LAZY_ARENA_COMMIT: extern "C" fn() = {
+    extern "C" fn set() {
+        // SAFETY: sets a plain integer option, before any thread exists.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+    }
+    set
+};
+
 /// `println!` that does not panic when stdout is closed (piped into `head`).
 macro_rules! out {
     ($($t:tt)*) => {{

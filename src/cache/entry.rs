@@ -37,8 +37,8 @@ pub struct Entry {
     pub headers: HeaderMap,
     /// The body bytes (JSON for calls; the response body for routes).
     pub body: Bytes,
-    /// A call entry's body, parsed once (so a hit does not parse again).
-    pub json: Option<serde_json::Value>,
+    /// A call entry's body, checked once and parsed at most once (a hit does neither again).
+    pub json: Option<crate::upstream::JsonBody>,
     /// Times.
     pub freshness: Freshness,
     /// Purge tags.

@@ -38,7 +38,7 @@ pub use route::{Parts, RouteAnswer, RouteOutcome, RouteServed, render_tags, rout
 
 use crate::plan::Plan;
 use crate::telemetry::{self, CacheLookup};
-use crate::upstream::{CallError, JsonResponse};
+use crate::upstream::{CallError, JsonBody, JsonResponse};
 use entry::Entry;
 use flight::{Flights, Role};
 use freshness::{Decision, Directives, Freshness, State, now_ms};
@@ -367,7 +367,7 @@ impl Inner {
             return None;
         }
         if parse_json && e.status.is_success() {
-            e.json = Some(serde_json::from_slice(&e.body).ok()?);
+            e.json = Some(JsonBody::parse(e.body.clone()).ok()?);
         }
         let e = Arc::new(e);
         self.memory.insert(key, e.clone()).await;
@@ -393,8 +393,8 @@ async fn fetch_call(
             let d = Directives::of(&resp.headers);
             match freshness::decide(&rule, resp.status.as_u16(), &d, now_ms()) {
                 Decision::Store(f) => {
-                    let body = serde_json::to_vec(&resp.body).unwrap_or_default();
-                    let mut e = Entry::new(resp.status, &resp.headers, body.into(), f, tags);
+                    let body = resp.body.to_bytes();
+                    let mut e = Entry::new(resp.status, &resp.headers, body, f, tags);
                     e.json = Some(resp.body);
                     let e = Arc::new(e);
                     inner.store(&rule, &key, &e, generation).await;

@@ -69,7 +69,7 @@ pub fn eval_with<'a>(e: &Expr, filters: &[Filter], env: &Env<'a>) -> Option<Cow<
             let v = env.request.headers.get(name)?.to_str().ok()?;
             Cow::Owned(Value::String(v.to_string()))
         }
-        Root::CallBody(c) => Cow::Borrowed(&(*env.results.get(*c)?)?.body),
+        Root::CallBody(c) => Cow::Borrowed((*env.results.get(*c)?)?.body.value()),
         Root::CallStatus(c) => Cow::Owned(Value::from((*env.results.get(*c)?)?.status.as_u16())),
         Root::CallHeader(c, name) => {
             let v = (*env.results.get(*c)?)?.headers.get(name)?.to_str().ok()?;
@@ -214,7 +214,7 @@ mod tests {
         let resp = JsonResponse {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
-            body,
+            body: crate::upstream::JsonBody::from_value(body),
         };
         let results = [Some(&resp)];
         let env = Env {

@@ -12,13 +12,12 @@ use crate::config::OnItemError;
 use crate::plan::expr::CallId;
 use crate::plan::{Aggregate, CallPlan, ForEach, Plan, RoutePlan};
 use crate::telemetry::trace::TraceContext;
-use crate::upstream::{CallError, JsonResponse, UpstreamClient, Upstreams};
+use crate::upstream::{CallError, JsonBody, JsonResponse, UpstreamClient, Upstreams};
 use bytes::Bytes;
 use eval::{Env, RequestView};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderMap, Request, StatusCode};
 use render::Forwarding;
-use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -229,7 +228,7 @@ fn empty_list_answer() -> JsonResponse {
     JsonResponse {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
-        body: Value::Array(Vec::new()),
+        body: JsonBody::list(&[]),
     }
 }
 
@@ -324,7 +323,7 @@ async fn fan_out(
         .collect();
     // `buffer_unordered` refills a slot the moment any item finishes (no
     // head-of-line blocking); the index puts answers back in input order.
-    let mut slots: Vec<Option<Value>> = vec![None; items.len()];
+    let mut slots: Vec<Option<JsonBody>> = vec![None; items.len()];
     let mut answers = futures_util::stream::iter(items).buffer_unordered(for_each.concurrency);
     let mut item_errors = Vec::new();
     while let Some((i, answer)) = answers.next().await {
@@ -332,7 +331,7 @@ async fn fan_out(
             (Ok(body), _) => slots[i] = Some(body),
             (Err(e), OnItemError::Fail) => return finished(id, Err(e), t0, Vec::new()),
             (Err(e), OnItemError::KeepNull) => {
-                slots[i] = Some(Value::Null);
+                slots[i] = Some(JsonBody::null());
                 item_errors.push((i, e));
             }
             (Err(e), OnItemError::Skip) => item_errors.push((i, e)),
@@ -342,7 +341,7 @@ async fn fan_out(
     let resp = JsonResponse {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
-        body: Value::Array(slots.into_iter().flatten().collect()),
+        body: JsonBody::list(&slots.into_iter().flatten().collect::<Vec<_>>()),
     };
     finished(id, Ok(resp), t0, item_errors)
 }
@@ -380,11 +379,11 @@ async fn fetch_item(
     req: Result<Option<ItemFetch<'_>>, CallError>,
     call: &CallPlan,
     deadline: Instant,
-) -> (usize, Result<Value, CallError>) {
+) -> (usize, Result<JsonBody, CallError>) {
     let answer = match req {
         Ok(Some(ItemFetch::Plain(req))) => client.call(*req, call, deadline).await.map(|r| r.body),
         Ok(Some(ItemFetch::Cached(cached))) => cached.await.0.map(|r| r.body),
-        Ok(None) => Ok(Value::Array(Vec::new())),
+        Ok(None) => Ok(JsonBody::list(&[])),
         Err(e) => Err(e),
     };
     (index, answer)

@@ -206,7 +206,9 @@ pub fn request(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            Bytes::from(serde_json::to_vec(&compose::build(shape, env)).unwrap_or_default())
+            let mut out = Vec::new();
+            compose::write(shape, env, &mut out);
+            Bytes::from(out)
         }
         None => Bytes::new(),
     };

@@ -470,20 +470,22 @@ async fn aggregate<'g>(
         item: None,
         errors: Some(&errors),
     };
-    let body = match &agg.respond {
-        Respond::Shape(shape) => compose::build(shape, &env),
+    let mut bytes = Vec::with_capacity(1024);
+    match &agg.respond {
+        Respond::Shape(shape) => compose::write(shape, &env, &mut bytes),
         Respond::Merge(ids) => {
-            let merged = compose::merge(
-                ids.iter()
-                    .map(|&i| (agg.calls[i].name.as_str(), results[i].map(|r| &r.body))),
+            let conflicts = compose::write_merged(
+                ids.iter().map(|&i| {
+                    let body = results[i].map(|r| r.body.value());
+                    (agg.calls[i].name.as_str(), body)
+                }),
+                &mut bytes,
             );
-            if !merged.conflicts.is_empty() {
-                tracing::debug!(route = %route.label, keys = ?merged.conflicts, "merge conflicts (first listed call kept)");
+            if !conflicts.is_empty() {
+                tracing::debug!(route = %route.label, keys = ?conflicts, "merge conflicts (first listed call kept)");
             }
-            merged.body
         }
-    };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    }
     let mut resp = Response::new(upstream::full(bytes));
     *resp.status_mut() = agg.status;
     let h = resp.headers_mut();

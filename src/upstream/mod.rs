@@ -14,10 +14,12 @@ mod bulkhead;
 mod call;
 mod decode;
 mod hedge;
+mod json;
 mod retry;
 mod window;
 
 pub use breaker::State as CircuitState;
+pub use json::JsonBody;
 
 use crate::plan::{Plan, UpstreamPlan};
 use bytes::Bytes;
@@ -131,8 +133,8 @@ pub struct JsonResponse {
     pub status: StatusCode,
     /// Its headers.
     pub headers: HeaderMap,
-    /// Its parsed body.
-    pub body: serde_json::Value,
+    /// Its body.
+    pub body: JsonBody,
 }
 
 /// The clients of every upstream of a plan, indexed like `Plan::upstreams`.
@@ -279,7 +281,7 @@ impl UpstreamClient {
             return Ok(JsonResponse {
                 status,
                 headers: parts.headers,
-                body: serde_json::Value::Null,
+                body: JsonBody::null(),
             });
         }
         if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE)
@@ -308,7 +310,7 @@ impl UpstreamClient {
         // The body is decoded now: its wire encoding and length no longer describe it.
         parts.headers.remove(http::header::CONTENT_ENCODING);
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        let body = serde_json::from_slice(&bytes).map_err(|e| CallError::Decode(e.to_string()))?;
+        let body = JsonBody::parse(bytes).map_err(CallError::Decode)?;
         Ok(JsonResponse {
             status,
             headers: parts.headers,

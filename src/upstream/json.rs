@@ -1,0 +1,160 @@
+//! An upstream's JSON body, kept as the text it arrived in and parsed into a
+//! tree only when an expression looks inside it.
+//!
+//! Why: most routes put whole bodies into the response (`customer:
+//! customer.body`). Checking the text and copying it is several times cheaper
+//! than building a tree and writing it back out, and it keeps every number
+//! exactly as the upstream wrote it. The tree, once built, is shared by every
+//! clone (a cached body is parsed at most once).
+
+use bytes::Bytes;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+
+/// A JSON value: checked text, a tree, or both.
+#[derive(Clone, Debug)]
+pub struct JsonBody(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    /// Valid JSON text without surrounding whitespace, when the body came as text.
+    text: Option<Bytes>,
+    /// The tree: built from `text` on first use, or given.
+    tree: OnceLock<Value>,
+}
+
+impl JsonBody {
+    /// Checks that `bytes` is one JSON value (UTF-8, nothing after it).
+    pub fn parse(bytes: Bytes) -> Result<Self, String> {
+        let text = std::str::from_utf8(&bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+        let tree = OnceLock::new();
+        // Skipping a `\u` escape does not check surrogate pairs the way
+        // building a string does; such bodies are parsed in full now, so a
+        // body that passes here always parses later.
+        if memchr::memmem::find(text.as_bytes(), b"\\u").is_some() {
+            let _ = tree.set(serde_json::from_str::<Value>(text).map_err(|e| e.to_string())?);
+        } else {
+            serde_json::from_str::<IgnoredAny>(text).map_err(|e| e.to_string())?;
+        }
+        let start = text.len() - text.trim_start().len();
+        let end = text.trim_end().len();
+        Ok(JsonBody(Arc::new(Inner {
+            text: Some(bytes.slice(start..end)),
+            tree,
+        })))
+    }
+
+    /// A body given as a tree.
+    pub fn from_value(value: Value) -> Self {
+        JsonBody(Arc::new(Inner {
+            text: None,
+            tree: OnceLock::from(value),
+        }))
+    }
+
+    /// `null`.
+    pub fn null() -> Self {
+        JsonBody::from_value(Value::Null)
+    }
+
+    /// A list of bodies, in order, as one body (written without building a tree).
+    pub fn list(items: &[JsonBody]) -> Self {
+        let mut out = Vec::with_capacity(2 + items.iter().map(|i| i.len_hint() + 1).sum::<usize>());
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            item.write(&mut out);
+        }
+        out.push(b']');
+        JsonBody(Arc::new(Inner {
+            text: Some(out.into()),
+            tree: OnceLock::new(),
+        }))
+    }
+
+    /// The tree, built on first use.
+    pub fn value(&self) -> &Value {
+        self.0.tree.get_or_init(|| match &self.0.text {
+            // `parse` checked the text, so this succeeds.
+            Some(text) => serde_json::from_slice(text).unwrap_or(Value::Null),
+            None => Value::Null,
+        })
+    }
+
+    /// Appends the body as JSON text.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match &self.0.text {
+            Some(text) => out.extend_from_slice(text),
+            None => {
+                // Writing a `Value` into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, self.value());
+            }
+        }
+    }
+
+    /// The body as JSON text.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0.text {
+            Some(text) => text.clone(),
+            None => {
+                let mut out = Vec::new();
+                self.write(&mut out);
+                out.into()
+            }
+        }
+    }
+
+    fn len_hint(&self) -> usize {
+        self.0.text.as_ref().map_or(16, Bytes::len)
+    }
+}
+
+impl Default for JsonBody {
+    fn default() -> Self {
+        JsonBody::null()
+    }
+}
+
+impl PartialEq for JsonBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(b: &JsonBody) -> String {
+        String::from_utf8(b.to_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn text_is_kept_exactly_and_parsed_on_demand() {
+        let b = JsonBody::parse(Bytes::from_static(b" {\"n\": 1.50, \"big\": 123456789012345678901234567890}\n")).unwrap();
+        assert_eq!(text(&b), "{\"n\": 1.50, \"big\": 123456789012345678901234567890}");
+        assert_eq!(b.value()["n"].to_string(), "1.50");
+    }
+
+    #[test]
+    fn invalid_bodies_are_refused() {
+        for bad in [&b"{"[..], b"[1,]", b"{} {}", b"\"\xff\"", b"\"\\ud800\"", b"nul", b""] {
+            assert!(JsonBody::parse(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
+        let ok = JsonBody::parse(Bytes::from_static(b"\"\\ud83d\\ude00\"")).unwrap();
+        assert_eq!(ok.value(), &json!("😀"));
+    }
+
+    #[test]
+    fn lists_join_texts_and_trees() {
+        let a = JsonBody::parse(Bytes::from_static(b"{\"a\":1}")).unwrap();
+        let l = JsonBody::list(&[a, JsonBody::null(), JsonBody::from_value(json!([2]))]);
+        assert_eq!(text(&l), "[{\"a\":1},null,[2]]");
+        assert_eq!(l.value(), &json!([{"a": 1}, null, [2]]));
+        assert_eq!(text(&JsonBody::list(&[])), "[]");
+    }
+}
