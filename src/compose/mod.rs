@@ -104,7 +104,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn merged<'a>(parts: impl IntoIterator<Item = (&'a str, Option<&'a Value>)>) -> (Value, Vec<String>) {
+    fn merged<'a>(
+        parts: impl IntoIterator<Item = (&'a str, Option<&'a Value>)>,
+    ) -> (Value, Vec<String>) {
         let mut out = Vec::new();
         let conflicts = write_merged(parts, &mut out);
         (serde_json::from_slice(&out).unwrap(), conflicts)

@@ -186,7 +186,13 @@ fn finish(
 ) -> Result<(), Box<RouteFailure>> {
     let call = &agg.calls[id];
     outcome.states[id] = match result {
-        Ok(resp) => CallState::Done(resp),
+        Ok(mut resp) => {
+            // Parse the body (when something looks inside) only as far as the route reads it.
+            if let Some(reads) = agg.reads.get(id) {
+                resp.body = resp.body.reading(reads);
+            }
+            CallState::Done(resp)
+        }
         Err(e) if call.optional || matches!(e, CallError::DependencyFailed(_)) => {
             CallState::Failed(e)
         }

@@ -9,6 +9,7 @@ mod explain;
 pub mod expr;
 pub mod graph;
 pub mod limit;
+pub mod reads;
 pub mod resilience;
 pub mod shape;
 pub mod telemetry;
@@ -231,6 +232,8 @@ pub struct Aggregate {
     pub status: StatusCode,
     /// Caching of the whole composed response.
     pub cache: Option<Box<CachePolicy>>,
+    /// By call id: what the route reads of each call's body.
+    pub reads: Vec<std::sync::Arc<reads::Reads>>,
 }
 
 /// How an aggregation route builds its body.
@@ -772,6 +775,11 @@ impl Compiler {
                     .route_cache(raw_cache, &label, method.as_ref(), &agg, &scope)
                     .map(Box::new);
             }
+            // Last: the route cache's tags read bodies too.
+            agg.reads = reads::body_reads(&agg)
+                .into_iter()
+                .map(std::sync::Arc::new)
+                .collect();
             RouteKind::Aggregate(agg)
         };
         Some(RoutePlan {
@@ -1052,6 +1060,7 @@ impl Compiler {
             respond,
             status,
             cache: None,
+            reads: Vec::new(),
         })
     }
 

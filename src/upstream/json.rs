@@ -7,9 +7,11 @@
 //! exactly as the upstream wrote it. The tree, once built, is shared by every
 //! clone (a cached body is parsed at most once).
 
+use crate::plan::reads::Reads;
 use bytes::Bytes;
-use serde::de::IgnoredAny;
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 /// A JSON value: checked text, a tree, or both.
@@ -20,8 +22,11 @@ pub struct JsonBody(Arc<Inner>);
 struct Inner {
     /// Valid JSON text without surrounding whitespace, when the body came as text.
     text: Option<Bytes>,
-    /// The tree: built from `text` on first use, or given.
+    /// The tree: built from `text` on first use (only as far as `reads`
+    /// says), or given.
     tree: OnceLock<Value>,
+    /// What is read of the tree; `None`: all of it.
+    reads: Option<Arc<Reads>>,
 }
 
 impl JsonBody {
@@ -42,6 +47,7 @@ impl JsonBody {
         Ok(JsonBody(Arc::new(Inner {
             text: Some(bytes.slice(start..end)),
             tree,
+            reads: None,
         })))
     }
 
@@ -50,6 +56,7 @@ impl JsonBody {
         JsonBody(Arc::new(Inner {
             text: None,
             tree: OnceLock::from(value),
+            reads: None,
         }))
     }
 
@@ -72,19 +79,42 @@ impl JsonBody {
         JsonBody(Arc::new(Inner {
             text: Some(out.into()),
             tree: OnceLock::new(),
+            reads: None,
         }))
     }
 
-    /// The tree, built on first use.
+    /// The same body, whose tree will hold only what `reads` reads (the
+    /// rest of it as `null`s and absent keys, which no read can tell apart).
+    /// Bodies given as trees, or already parsed, stay as they are.
+    pub fn reading(&self, reads: &Arc<Reads>) -> JsonBody {
+        if self.0.text.is_none() || self.0.tree.get().is_some() || **reads == Reads::Whole {
+            return self.clone();
+        }
+        JsonBody(Arc::new(Inner {
+            text: self.0.text.clone(),
+            tree: OnceLock::new(),
+            reads: Some(reads.clone()),
+        }))
+    }
+
+    /// The tree (as far as it is read), built on first use.
     pub fn value(&self) -> &Value {
-        self.0.tree.get_or_init(|| match &self.0.text {
-            // `parse` checked the text, so this succeeds.
-            Some(text) => serde_json::from_slice(text).unwrap_or(Value::Null),
-            None => Value::Null,
+        self.0.tree.get_or_init(|| {
+            let Some(text) = &self.0.text else {
+                return Value::Null;
+            };
+            // `parse` checked the text, so these succeed.
+            let tree = match &self.0.reads {
+                None => serde_json::from_slice(text),
+                Some(reads) => {
+                    Pruned(reads).deserialize(&mut serde_json::Deserializer::from_slice(text))
+                }
+            };
+            tree.unwrap_or(Value::Null)
         })
     }
 
-    /// Appends the body as JSON text.
+    /// Appends the body as JSON text (all of it, whatever is read).
     pub fn write(&self, out: &mut Vec<u8>) {
         match &self.0.text {
             Some(text) => out.extend_from_slice(text),
@@ -112,6 +142,108 @@ impl JsonBody {
     }
 }
 
+/// Builds the part of a tree that `Reads` reads: objects keep the fields
+/// read, lists keep every element (their length and indices are read), and a
+/// value nothing reads becomes `null`.
+struct Pruned<'r>(&'r Reads);
+
+impl<'de> DeserializeSeed<'de> for Pruned<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        match self.0 {
+            Reads::Whole => serde::Deserialize::deserialize(d),
+            Reads::Nothing => d.deserialize_ignored_any(IgnoredAny).map(|_| Value::Null),
+            Reads::Parts { .. } => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Pruned<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(field) = map.next_key_seed(FieldOf(self.0))? {
+            match field {
+                Some((name, reads)) => {
+                    let v = map.next_value_seed(Pruned(reads))?;
+                    out.insert(name.to_string(), v);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let items = match self.0 {
+            Reads::Parts { items, .. } => &**items,
+            _ => &Reads::Nothing,
+        };
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Pruned(items))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    // Scalars where fields or elements are read: no step finds anything in them.
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// Looks an object key up among the fields read, without allocating it.
+struct FieldOf<'r>(&'r Reads);
+
+impl<'de, 'r> DeserializeSeed<'de> for FieldOf<'r> {
+    type Value = Option<(&'r str, &'r Reads)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'r> Visitor<'_> for FieldOf<'r> {
+    type Value = Option<(&'r str, &'r Reads)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(match self.0 {
+            Reads::Parts { fields, .. } => fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(k, r)| (k.as_str(), r)),
+            _ => None,
+        })
+    }
+}
+
 impl Default for JsonBody {
     fn default() -> Self {
         JsonBody::null()
@@ -135,15 +267,32 @@ mod tests {
 
     #[test]
     fn text_is_kept_exactly_and_parsed_on_demand() {
-        let b = JsonBody::parse(Bytes::from_static(b" {\"n\": 1.50, \"big\": 123456789012345678901234567890}\n")).unwrap();
-        assert_eq!(text(&b), "{\"n\": 1.50, \"big\": 123456789012345678901234567890}");
+        let b = JsonBody::parse(Bytes::from_static(
+            b" {\"n\": 1.50, \"big\": 123456789012345678901234567890}\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            text(&b),
+            "{\"n\": 1.50, \"big\": 123456789012345678901234567890}"
+        );
         assert_eq!(b.value()["n"].to_string(), "1.50");
     }
 
     #[test]
     fn invalid_bodies_are_refused() {
-        for bad in [&b"{"[..], b"[1,]", b"{} {}", b"\"\xff\"", b"\"\\ud800\"", b"nul", b""] {
-            assert!(JsonBody::parse(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        for bad in [
+            &b"{"[..],
+            b"[1,]",
+            b"{} {}",
+            b"\"\xff\"",
+            b"\"\\ud800\"",
+            b"nul",
+            b"",
+        ] {
+            assert!(
+                JsonBody::parse(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
         let ok = JsonBody::parse(Bytes::from_static(b"\"\\ud83d\\ude00\"")).unwrap();
         assert_eq!(ok.value(), &json!("😀"));
