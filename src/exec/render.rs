@@ -7,7 +7,7 @@ use crate::plan::template::{Encoding, Piece, Template};
 use crate::plan::{CallPlan, UpstreamPlan};
 use crate::upstream::CallError;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
@@ -223,6 +223,13 @@ pub fn request(
 /// With `trace` (the call's own span), the client's `tracestate` goes along
 /// if its trace is continued; without, the client's trace headers pass
 /// unchanged.
+// Parsed once: a name given as a `&str` is parsed again at every use.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 pub fn set_common_headers(
     headers: &mut HeaderMap,
     up: &UpstreamPlan,
@@ -236,27 +243,27 @@ pub fn set_common_headers(
             headers.append(name.clone(), v.clone());
         }
     }
-    for name in ["traceparent", "tracestate"] {
-        headers.remove(name);
-        if let Some(v) = client.get(name) {
+    for name in [TRACEPARENT, TRACESTATE] {
+        headers.remove(&name);
+        if let Some(v) = client.get(&name) {
             headers.insert(name, v.clone());
         }
     }
     if let Some(t) = trace {
-        headers.insert("traceparent", t.traceparent.clone());
+        headers.insert(TRACEPARENT, t.traceparent.clone());
         if !t.continued {
             // The client's trace was not continued: its state does not apply.
-            headers.remove("tracestate");
+            headers.remove(TRACESTATE);
         }
     }
     if let Ok(host) = HeaderValue::from_str(up.authority.as_str()) {
         headers.insert(header::HOST, host);
     }
-    headers.insert("x-forwarded-for", fwd.forwarded_for.clone());
-    headers.insert("x-forwarded-proto", fwd.forwarded_proto.clone());
+    headers.insert(X_FORWARDED_FOR, fwd.forwarded_for.clone());
+    headers.insert(X_FORWARDED_PROTO, fwd.forwarded_proto.clone());
     match &fwd.forwarded_host {
-        Some(h) => headers.insert("x-forwarded-host", h.clone()),
-        None => headers.remove("x-forwarded-host"),
+        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
     };
 }
 
