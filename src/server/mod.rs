@@ -38,6 +38,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -49,6 +50,13 @@ use tokio::task::JoinHandle;
 pub const HEADER_READ_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_HEADER_READ_TIMEOUT;
 /// How long shutdown waits for in-flight requests.
 pub const DRAIN_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_DRAIN_TIMEOUT;
+
+/// What the connection's service returns for one request. Boxed on
+/// purpose: hyper keeps a slot the size of the service future in every
+/// connection for its whole life, idle or not, and the handler's future is
+/// several KiB. Boxed, an idle connection holds a pointer and the box lives
+/// only while a request is being answered.
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// The gateway being served, replaceable as a whole by a reload.
 pub type SharedGateway = Arc<ArcSwap<Gateway>>;
@@ -273,13 +281,12 @@ where
                 // The framing guard reads the plaintext side.
                 let suspicious = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let io = framing::Guarded::new(io, suspicious.clone());
-                let service = service_fn(move |req| {
-                    use futures_util::future::{Either, ready};
-                    let answer = match framing::refuse_ambiguous(&req, &suspicious) {
-                        Some(refused) => Either::Left(ready(refused)),
-                        None => Either::Right(handle(req, peer)),
-                    };
-                    async move { Ok::<_, Infallible>(answer.await) }
+                let service = service_fn(move |req| -> ResponseFuture {
+                    use futures_util::FutureExt as _;
+                    match framing::refuse_ambiguous(&req, &suspicious) {
+                        Some(refused) => Box::pin(std::future::ready(Ok(refused))),
+                        None => Box::pin(handle(req, peer).map(Ok)),
+                    }
                 });
                 // `serve_connection` honours `http1_only`; the upgradeable
                 // variant (which always sniffs for h2) is kept otherwise.
