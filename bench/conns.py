@@ -9,6 +9,7 @@ Used by bench/memory.sh. Loopback only; every step is bounded by --timeout.
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 
@@ -71,6 +72,7 @@ async def main():
     p.add_argument("--pids", required=True, help="comma-separated PIDs to measure")
     p.add_argument("--parallel", type=int, default=256, help="connections opened at once")
     p.add_argument("--settle", type=float, default=2.0, help="seconds idle before measuring")
+    p.add_argument("--hold", type=float, default=0.0, help="seconds held after measuring")
     p.add_argument("--timeout", type=float, default=120.0)
     a = p.parse_args()
     pids = [int(x) for x in a.pids.split(",") if x]
@@ -87,14 +89,17 @@ async def main():
     opened = time.monotonic() - t0
     await asyncio.sleep(a.settle)
     after = rss_kib(pids)
+    fds = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
     per_conn = (after - before) * 1024 / max(len(held), 1)
     print(
         f"connections={len(held)} errors={len(errors)} open_s={opened:.1f} "
         f"rss_before_kib={before} rss_held_kib={after} "
-        f"per_conn_bytes={per_conn:.0f}"
+        f"per_conn_bytes={per_conn:.0f} server_fds={fds}"
     )
     if errors:
         print(f"first errors: {errors[:3]}", file=sys.stderr)
+    sys.stdout.flush()
+    await asyncio.sleep(a.hold)
     for w in held:
         w.close()
     await asyncio.sleep(1.0)

@@ -58,6 +58,8 @@ server:
   listen: 127.0.0.1:28080
   admin_listen: 127.0.0.1:28090
   max_connections: $((N + 1000))
+  # Long enough that no held connection is closed as idle while measuring.
+  header_read_timeout: 120s
 telemetry:
   access_log: { to: off }
 upstreams:
