@@ -8,6 +8,7 @@
 //! (`reload.rs`) replaces it atomically: each request takes the gateway
 //! current when it arrives and keeps it to the end.
 
+mod conn;
 mod forwarded;
 mod framing;
 mod handler;
@@ -32,12 +33,12 @@ use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -49,6 +50,14 @@ use tokio::task::JoinHandle;
 pub const HEADER_READ_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_HEADER_READ_TIMEOUT;
 /// How long shutdown waits for in-flight requests.
 pub const DRAIN_TIMEOUT: Duration = crate::plan::resilience::DEFAULT_DRAIN_TIMEOUT;
+
+/// What the connection's service returns for one request. Boxed on
+/// purpose: hyper keeps a slot the size of the service future in every
+/// connection for its whole life, idle or not, and the handler's future is
+/// several KiB. Boxed, an idle connection holds a pointer and the box lives
+/// only while a request is being answered.
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<conn::Tracked>, Infallible>> + Send>>;
 
 /// The gateway being served, replaceable as a whole by a reload.
 pub type SharedGateway = Arc<ArcSwap<Gateway>>;
@@ -214,31 +223,38 @@ where
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_size)
             .keep_alive(true);
-        builder
-            .http2()
+        auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_size)
+            .keep_alive(true);
         // Plain connections without h2c speak HTTP/1.1 only; over TLS,
         // ALPN has chosen the protocol and the preface confirms it.
         let http1_only = !transport.h2c && transport.tls.is_none();
-        let builder = if http1_only {
-            builder.http1_only()
-        } else {
-            builder
-        };
+        let serving = Arc::new(conn::Serving {
+            http1,
+            auto,
+            http1_only,
+            header_read_timeout: limits.header_read_timeout,
+        });
+        let handle = Arc::new(handle);
         let connections = Arc::new(tokio::sync::Semaphore::new(
             limits
                 .max_connections
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
-        let graceful = GracefulShutdown::new();
+        // Each connection holds a receiver; the drain waits for them all.
+        let (drain, _) = watch::channel(());
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -261,8 +277,8 @@ where
             };
             let _ = stream.set_nodelay(true);
             let handle = handle.clone();
-            let (transport, builder) = (transport.clone(), builder.clone());
-            let watcher = graceful.watcher();
+            let (transport, serving) = (transport.clone(), serving.clone());
+            let (stopped, draining) = (stopped.clone(), drain.subscribe());
             let handshake_timeout = limits.header_read_timeout;
             tokio::spawn(async move {
                 // The handshake runs here, not in the accept loop, so a
@@ -273,32 +289,31 @@ where
                 // The framing guard reads the plaintext side.
                 let suspicious = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let io = framing::Guarded::new(io, suspicious.clone());
-                let service = service_fn(move |req| {
-                    use futures_util::future::{Either, ready};
-                    let answer = match framing::refuse_ambiguous(&req, &suspicious) {
-                        Some(refused) => Either::Left(ready(refused)),
-                        None => Either::Right(handle(req, peer)),
-                    };
-                    async move { Ok::<_, Infallible>(answer.await) }
+                let activity = Arc::new(conn::Activity::default());
+                let requests = activity.clone();
+                let service = service_fn(move |req| -> ResponseFuture {
+                    use futures_util::FutureExt as _;
+                    let busy = requests.start();
+                    match framing::refuse_ambiguous(&req, &suspicious) {
+                        Some(refused) => Box::pin(std::future::ready(Ok(
+                            refused.map(|b| conn::Tracked::new(b, busy))
+                        ))),
+                        None => Box::pin(
+                            handle(req, peer)
+                                .map(move |r| Ok(r.map(|b| conn::Tracked::new(b, busy)))),
+                        ),
+                    }
                 });
-                // `serve_connection` honours `http1_only`; the upgradeable
-                // variant (which always sniffs for h2) is kept otherwise.
-                let io = TokioIo::new(io);
-                let ended = if http1_only {
-                    watcher.watch(builder.serve_connection(io, service)).await
-                } else {
-                    watcher
-                        .watch(builder.serve_connection_with_upgrades(io, service))
-                        .await
-                };
+                let ended = conn::serve(io, service, activity, &serving, stopped).await;
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
                 drop(slot);
+                drop(draining);
             });
         }
         drop(listener);
-        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        if tokio::time::timeout(limits.drain_timeout, drain.closed())
             .await
             .is_err()
         {

@@ -371,3 +371,80 @@ async fn connection_header_cannot_strip_gateway_headers() {
             .is_none_or(|c| c != "x-forwarded-for, x-forwarded-proto, host")
     );
 }
+
+/// Reads one response with a `Content-Length` body from a kept-alive connection.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("no response")
+            .unwrap();
+        assert!(n > 0, "closed; read so far: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+// An idle keep-alive connection is parked (its HTTP state dropped) and taken
+// up again by its next request: same connection, nothing lost, including a
+// head that stalled half-sent and a request pipelined behind it; the header
+// timeout still closes one that stays silent.
+#[tokio::test]
+async fn parked_keep_alive_connections_serve_their_next_requests() {
+    let up = TestUpstream::fixed(Reply::json(json!({"ok": true}))).await;
+    let gw = TestGateway::start(&format!(
+        "server:\n  header_read_timeout: 3s\n{}",
+        simple(&up.url())
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let get = b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n";
+    for _ in 0..2 {
+        s.write_all(get).await.unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        // Long enough to be parked.
+        tokio::time::sleep(ms(900)).await;
+    }
+    // Half a head, a pause past the parking delay, then the rest and a
+    // pipelined second request.
+    s.write_all(b"GET /x HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(ms(900)).await;
+    s.write_all(b"st: gw\r\n\r\nGET /x HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut both = Vec::new();
+    let mut buf = [0u8; 4096];
+    while {
+        let text = String::from_utf8_lossy(&both);
+        text.matches("HTTP/1.1 200").count() < 2 || !text.ends_with('}')
+    } {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("no second response")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&both));
+        both.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(up.count(), 4);
+    // Silent: closed once the header timeout passes (plus the parking delay).
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(6), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle connection was never closed");
+    assert!(t.elapsed() >= ms(2000), "closed after {:?}", t.elapsed());
+}
