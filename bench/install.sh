@@ -29,7 +29,9 @@ install_tools() {
 
     if ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
         echo "== installing oha $OHA_VERSION from the Rust package registry into $TOOLS_ROOT (once; a few minutes)"
-        cargo install --locked --quiet oha --version "$OHA_VERSION" --root "$TOOLS_ROOT"
+        # A kept target dir lets an interrupted install resume.
+        cargo install --locked --quiet oha --version "$OHA_VERSION" --root "$TOOLS_ROOT" \
+            --target-dir "$TOOLS_ROOT/build"
     fi
 
     # npm ci wipes node_modules; skip it while the lock file is unchanged.

@@ -80,12 +80,13 @@ pub fn run(args: Args) -> Result<(), String> {
         read_memory(&pids, &mut record);
     }
     println!(
-        "  {:<10} {:<12} run {}: RSS {:.1} MB  peak {:.1} MB{}",
+        "  {:<10} {:<12} run {}: RSS {:.1} MB  peak {:.1} MB  PSS {:.1} MB{}",
         record.system,
         record.case,
         record.run,
         record.rss_kb.unwrap_or(0) as f64 / 1024.0,
         record.hwm_kb.unwrap_or(0) as f64 / 1024.0,
+        record.pss_kb.unwrap_or(0) as f64 / 1024.0,
         record
             .held
             .map(|h| format!("  ({h} connections held)"))
@@ -104,6 +105,7 @@ fn read_memory(pids: &[u32], record: &mut Record) {
     };
     record.rss_kb = Some(sum("VmRSS"));
     record.hwm_kb = Some(sum("VmHWM"));
+    record.pss_kb = Some(pids.iter().filter_map(|&p| procfs::process_pss_kb(p)).sum());
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;

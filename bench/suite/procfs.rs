@@ -74,6 +74,16 @@ pub fn process_kb(pid: u32, key: &str) -> Option<u64> {
     )
 }
 
+/// A process's proportional set size: its resident pages, shared ones
+/// divided among the processes sharing them (so a master and its workers
+/// add up without counting shared libraries twice).
+pub fn process_pss_kb(pid: u32) -> Option<u64> {
+    status_kb(
+        &fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?,
+        "Pss",
+    )
+}
+
 /// `pid` and its direct children: nginx's master and workers. (Every server
 /// measured here forks at most one level deep.)
 pub fn with_children(pid: u32) -> Vec<u32> {

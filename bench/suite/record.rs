@@ -43,6 +43,9 @@ pub struct Record {
     pub rss_kb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hwm_kb: Option<u64>,
+    /// Proportional set size (shared pages split among their processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pss_kb: Option<u64>,
     /// Connections still open when the RSS was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<u64>,

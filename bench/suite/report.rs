@@ -151,6 +151,9 @@ fn rss_mb(r: &Record) -> Option<f64> {
 fn hwm_mb(r: &Record) -> Option<f64> {
     r.hwm_kb.map(|k| k as f64 / 1024.0)
 }
+fn pss_mb(r: &Record) -> Option<f64> {
+    r.pss_kb.map(|k| k as f64 / 1024.0)
+}
 fn held(r: &Record) -> Option<f64> {
     r.held.map(|h| h as f64)
 }
@@ -388,6 +391,14 @@ pub fn rows(m: &Medians) -> Vec<Row> {
 
     // (5) memory
     let s = "memory";
+    let pss = |case| {
+        let f = |sys| fmt(get(s, case, sys, pss_mb));
+        format!(
+            "PSS: Switchyard {} MB, nginx {} MB",
+            f("switchyard"),
+            f("nginx")
+        )
+    };
     rows.push(
         s,
         "RSS idle after start".into(),
@@ -396,7 +407,7 @@ pub fn rows(m: &Medians) -> Vec<Row> {
         "nginx",
         get(s, "idle", "nginx", rss_mb),
         Target::SwitchyardAtMost(20.0),
-        String::new(),
+        pss("idle"),
     );
     let note =
         "peak (VmHWM) after load: Switchyard the summary route, nginx pass-through".to_string();
@@ -413,9 +424,10 @@ pub fn rows(m: &Medians) -> Vec<Row> {
     let held_of =
         |sys| get(s, "connections", sys, held).map_or("?".to_string(), |h| format!("{h:.0}"));
     let note = format!(
-        "connections held: Switchyard {}, nginx {}",
+        "connections held: Switchyard {}, nginx {}; {}",
         held_of("switchyard"),
-        held_of("nginx")
+        held_of("nginx"),
+        pss("connections")
     );
     rows.push(
         s,
