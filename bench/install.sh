@@ -28,7 +28,7 @@ install_tools() {
     WRK="$(command -v wrk)"
 
     # Only the open-loop phases (scenarios 1 and 2) use oha.
-    if [[ ",$ONLY," =~ ,(passthrough|summary), ]] && ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
+    if [[ "$OPEN_LOOP" != 0 && ",$ONLY," =~ ,(passthrough|summary), ]] && ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
         echo "== installing oha $OHA_VERSION from the Rust package registry into $TOOLS_ROOT (once; a few minutes)"
         # A kept target dir lets an interrupted install resume.
         cargo install --locked --quiet oha --version "$OHA_VERSION" --root "$TOOLS_ROOT" \
@@ -50,7 +50,7 @@ install_tools() {
 versions() {
     echo "nginx=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
     echo "wrk=$("$WRK" -v 2>&1 | head -n1 | cut -d' ' -f2)"
-    echo "oha=$("$OHA" --version 2>/dev/null | cut -d' ' -f2)"
+    echo "oha=$("$OHA" --version 2>/dev/null | cut -d' ' -f2 || echo 'not installed')"
     echo "node=$(node -v)"
     local pkg
     for pkg in express express-rate-limit undici; do

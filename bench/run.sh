@@ -12,6 +12,7 @@
 #   ONLY=a,b      scenarios: passthrough,summary,cache,scaling,memory
 #   PHASE=3s      length of a measured phase (WARMUP before each: 1s)
 #   CONNECTIONS=10000, SUMMARY_RATE=200, PASSTHROUGH_RATE=<60% of max>
+#   OPEN_LOOP=0   skip the open-loop (oha) phases, e.g. where oha cannot be built
 #   REFERENCE=1   also make this run the committed reference
 #                 (bench/results/reference.json and bench/results.md)
 set -euo pipefail
@@ -27,6 +28,10 @@ else
     RUNS="${RUNS:-3}" PHASE="${PHASE:-3s}" WARMUP="${WARMUP:-1s}"
 fi
 ONLY="${ONLY:-passthrough,summary,cache,scaling,memory}"
+OPEN_LOOP="${OPEN_LOOP:-1}"
+# Phases that must finish slow requests (1 MiB bodies) last at least 3 s.
+LONG_PHASE="$PHASE"
+[[ "${PHASE%s}" =~ ^[0-9]+$ && "${PHASE%s}" -ge 3 ]] || LONG_PHASE=3s
 
 source "$ROOT/bench/lib.sh"
 source "$ROOT/bench/install.sh"

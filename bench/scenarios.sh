@@ -10,15 +10,15 @@ known_args() {
     for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || KNOWN+=(--known "$p"); done
 }
 
-# closed SCENARIO CASE SYSTEM RUN X PID URL [CONNECTIONS]: wrk, closed loop
-# (max throughput), after an unrecorded warm-up.
+# closed SCENARIO CASE SYSTEM RUN X PID URL [CONNECTIONS [PHASE]]: wrk,
+# closed loop (max throughput), after an unrecorded warm-up.
 closed() {
-    local s=$1 c=$2 sys=$3 run=$4 x=$5 pid=$6 url=$7 conns=${8:-64}
+    local s=$1 c=$2 sys=$3 run=$4 x=$5 pid=$6 url=$7 conns=${8:-64} phase=${9:-$PHASE}
     $PIN_REST "$WRK" -t1 -c"$conns" -d"$WARMUP" "$url" >/dev/null
     known_args "$pid"
     $PIN_REST "$SUITE" measure --scenario "$s" --case "$c" --system "$sys" --run "$run" ${x:+--x "$x"} \
         --pid "$pid" "${KNOWN[@]}" --tool wrk --out "$RECORDS" -- \
-        "$WRK" -t1 -c"$conns" -d"$PHASE" -s "$ROOT/bench/wrk-report.lua" "$url" || fail "load phase failed"
+        "$WRK" -t1 -c"$conns" -d"$phase" --timeout 5s -s "$ROOT/bench/wrk-report.lua" "$url" || fail "load phase failed"
 }
 
 # open SCENARIO CASE SYSTEM RUN RATE PID URL: oha at a fixed arrival rate;
@@ -26,6 +26,7 @@ closed() {
 # was sent, so a stall is not hidden (no coordinated omission).
 open() {
     local s=$1 c=$2 sys=$3 run=$4 rate=$5 pid=$6 url=$7
+    [[ "$OPEN_LOOP" != 0 ]] || return 0
     $PIN_REST "$OHA" -z "$WARMUP" -q "$rate" -c 64 --no-tui "$url" >/dev/null
     known_args "$pid"
     $PIN_REST "$SUITE" measure --scenario "$s" --case "$c" --system "$sys" --run "$run" --x "$rate" \
@@ -46,6 +47,7 @@ scenario_passthrough() {
         closed passthrough closed switchyard "$run" "" "$GW_PID" "http://$GW/catalog/7"
         closed passthrough closed nginx "$run" "" "$NGINX_PID" "http://$NGINX_ADDR/catalog/7"
     done
+    [[ "$OPEN_LOOP" != 0 ]] || { echo "   open loop skipped (OPEN_LOOP=0)"; teardown; return; }
     rate="${PASSTHROUGH_RATE:-$("$SUITE" rate --records "$RECORDS" --scenario passthrough --systems switchyard,nginx --fraction 0.6)}"
     echo "   open loop at $rate req/s (60% of the slower one's closed-loop median)"
     for run in $(seq "$RUNS"); do
@@ -83,6 +85,7 @@ scenario_summary() {
         closed summary closed express "$run" "" "$EXPRESS_PID" "http://$EXPRESS_ADDR$path"
     done
     teardown
+    [[ "$OPEN_LOOP" != 0 ]] || { echo "   open loop at 20 ms skipped (OPEN_LOOP=0)"; return; }
     echo "   upstreams at 20 ms: open loop at $rate req/s; probe = the orders service called directly"
     start_upstreams 20ms
     start_gateway "$(main_config)" "$path"
@@ -126,7 +129,11 @@ scenario_scaling() {
     done
     for run in $(seq "$RUNS"); do
         for n in "${FANOUTS[@]}"; do closed scaling calls switchyard "$run" "$n" "$GW_PID" "http://$GW/fan/$n" 16; done
-        for n in "${SIZES[@]}"; do closed scaling body switchyard "$run" "$n" "$GW_PID" "http://$GW/body/$n" 16; done
+        # Few connections and at least 3 s: a 1 MiB composition takes tens
+        # of milliseconds, and every phase must finish some requests.
+        for n in "${SIZES[@]}"; do
+            closed scaling body switchyard "$run" "$n" "$GW_PID" "http://$GW/body/$n" 4 "$LONG_PHASE"
+        done
     done
     teardown
 }

@@ -111,6 +111,12 @@ pub fn run(args: Args) -> Result<(), String> {
 
 fn check_errors(args: &Args, r: &LoadResult) -> Result<(), String> {
     let total = (r.ok + r.errors).max(1) as f64;
+    if r.ok + r.errors == 0 {
+        return Err(format!(
+            "{} {} {}: no request finished within the phase (machine too busy, or the server stalled)",
+            args.label.scenario, args.label.case, args.label.system
+        ));
+    }
     if r.ok == 0 || r.errors as f64 / total > args.max_error_rate {
         return Err(format!(
             "{} {} {}: {} of {} requests failed (more than {:.0}%)",

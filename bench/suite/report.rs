@@ -364,7 +364,7 @@ pub fn rows(m: &Medians) -> Vec<Row> {
         let t = m.get(s, "body", "switchyard", Some(bytes), req_s);
         points.extend(c.map(|c| (bytes / 1024.0, c)));
         let mb_s = t
-            .map(|t| format!("{t:.0} req/s, {:.0} MB/s", t * bytes / 1e6))
+            .map(|t| format!("{t:.0} req/s, {:.1} MB/s", t * bytes / 1e6))
             .unwrap_or_default();
         rows.push(
             s,
