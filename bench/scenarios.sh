@@ -21,6 +21,16 @@ closed() {
         "$WRK" -t1 -c"$conns" -d"$phase" --timeout 5s -s "$ROOT/bench/wrk-report.lua" "$url" || fail "load phase failed"
 }
 
+# oha's flags that differ between versions: JSON output (`--output-format
+# json` in recent ones, `--json` before), and letting requests in flight at
+# the deadline finish instead of counting them as errors.
+oha_flags() {
+    local help
+    help="$("$OHA" --help 2>/dev/null)"
+    if grep -q -- '--output-format' <<<"$help"; then echo "--output-format json"; else echo "--json"; fi
+    ! grep -q -- '--wait-ongoing-requests-after-deadline' <<<"$help" || echo "--wait-ongoing-requests-after-deadline"
+}
+
 # open SCENARIO CASE SYSTEM RUN RATE PID URL: oha at a fixed arrival rate;
 # --latency-correction counts each request from when it was due, not when it
 # was sent, so a stall is not hidden (no coordinated omission).
@@ -31,7 +41,7 @@ open() {
     known_args "$pid"
     $PIN_REST "$SUITE" measure --scenario "$s" --case "$c" --system "$sys" --run "$run" --x "$rate" \
         --pid "$pid" "${KNOWN[@]}" --tool oha --out "$RECORDS" -- \
-        "$OHA" -z "$PHASE" -q "$rate" --latency-correction -c 64 --no-tui --output-format json "$url" ||
+        "$OHA" -z "$PHASE" -q "$rate" --latency-correction -c 64 --no-tui $(oha_flags) "$url" ||
         fail "load phase failed"
 }
 
