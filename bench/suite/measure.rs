@@ -29,8 +29,10 @@ pub struct Args {
     /// Records file to append to.
     #[arg(long)]
     out: PathBuf,
-    /// More than this share of failed requests fails the phase.
-    #[arg(long, default_value_t = 0.01)]
+    /// More than this share of failed requests fails the phase (fewer are
+    /// recorded and the report lists them). On two shared cores an
+    /// overloaded moment can push a few calls past their 300 ms timeout.
+    #[arg(long, default_value_t = 0.05)]
     max_error_rate: f64,
     /// The tool is killed (and the phase fails) after this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]

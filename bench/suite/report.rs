@@ -512,6 +512,17 @@ pub fn run(args: Args) -> Result<(), String> {
         "\nMedians over runs; ratio = Switchyard ÷ peer. CPU is the server's own (utime+stime from /proc, all processes and threads) per request.\n"
     );
     print!("{}", markdown(&rows));
+    for r in records.iter().filter(|r| r.errors.unwrap_or(0) > 0) {
+        println!(
+            "\nnote: {} {} {} run {}: {} failed requests of {}",
+            r.scenario,
+            r.case,
+            r.system,
+            r.run,
+            r.errors.unwrap_or(0),
+            r.errors.unwrap_or(0) + r.requests.unwrap_or(0)
+        );
+    }
     let mut scenarios: Vec<&str> = records.iter().map(|r| r.scenario.as_str()).collect();
     scenarios.dedup();
     let mut busy = serde_json::Map::new();
