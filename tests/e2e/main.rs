@@ -1,6 +1,7 @@
 //! End-to-end tests: real sockets, real upstream servers, the gateway on port 0.
 
 mod attacks;
+mod body_reads;
 mod cache;
 mod cli;
 mod common;
