@@ -2,7 +2,7 @@
 
 use crate::exec::eval::{self, Env};
 use crate::plan::Shape;
-use crate::plan::expr::{Expr, Root};
+use crate::plan::expr::Expr;
 use crate::upstream::JsonBody;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -45,14 +45,10 @@ pub fn write(shape: &Shape, env: &Env<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// `call.body` itself, with no steps or filters: copied, not evaluated.
+/// `call.body` itself: copied, not evaluated.
 fn whole_body<'a>(e: &Expr, env: &Env<'a>) -> Option<&'a JsonBody> {
-    match e.root {
-        Root::CallBody(c) if e.steps.is_empty() && e.filters.is_empty() => {
-            env.results.get(c).copied().flatten().map(|r| &r.body)
-        }
-        _ => None,
-    }
+    let c = e.whole_body()?;
+    env.results.get(c).copied().flatten().map(|r| &r.body)
 }
 
 fn write_value(v: &Value, out: &mut Vec<u8>) {

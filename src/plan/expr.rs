@@ -94,6 +94,15 @@ impl Expr {
         }
     }
 
+    /// The call whose whole body this is (`call.body`, no steps, no
+    /// filters): shapes copy such a body as its text instead of reading it.
+    pub fn whole_body(&self) -> Option<CallId> {
+        match self.root {
+            Root::CallBody(c) if self.steps.is_empty() && self.filters.is_empty() => Some(c),
+            _ => None,
+        }
+    }
+
     /// Whether the value is known at load time to be a list (before `join`,
     /// `first` or `count` turn it into one value).
     pub fn yields_list(&self, list_calls: &dyn Fn(CallId) -> bool) -> bool {

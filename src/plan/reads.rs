@@ -116,10 +116,8 @@ fn note(reads: &mut [Reads], e: &Expr) {
 
 fn note_shape(reads: &mut [Reads], s: &Shape) {
     s.visit_exprs(&mut |e| {
-        // A bare `call.body` in a shape is copied as text, not read.
-        let copied =
-            matches!(e.root, Root::CallBody(_)) && e.steps.is_empty() && e.filters.is_empty();
-        if !copied {
+        // A whole body in a shape is copied as text, not read.
+        if e.whole_body().is_none() {
             note(reads, e);
         }
     });
