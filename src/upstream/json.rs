@@ -85,9 +85,11 @@ impl JsonBody {
 
     /// The same body, whose tree will hold only what `reads` reads (the
     /// rest of it as `null`s and absent keys, which no read can tell apart).
-    /// Bodies given as trees, or already parsed, stay as they are.
+    /// Bodies given as trees, or already parsed, stay as they are, as do
+    /// bodies read whole or not at all (no tree is ever built for those).
     pub fn reading(&self, reads: &Arc<Reads>) -> JsonBody {
-        if self.0.text.is_none() || self.0.tree.get().is_some() || **reads == Reads::Whole {
+        let partial = matches!(**reads, Reads::Parts { .. });
+        if !partial || self.0.text.is_none() || self.0.tree.get().is_some() {
             return self.clone();
         }
         JsonBody(Arc::new(Inner {
@@ -250,12 +252,6 @@ impl Default for JsonBody {
     }
 }
 
-impl PartialEq for JsonBody {
-    fn eq(&self, other: &Self) -> bool {
-        self.value() == other.value()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +292,35 @@ mod tests {
         }
         let ok = JsonBody::parse(Bytes::from_static(b"\"\\ud83d\\ude00\"")).unwrap();
         assert_eq!(ok.value(), &json!("😀"));
+    }
+
+    #[test]
+    fn reading_keeps_what_is_read_and_every_list_element() {
+        let sent =
+            br#"{"items": [{"id": 1, "x": [9]}, "s", {"id": 2.50}], "other": {"id": 3}, "n": 1}"#;
+        let body = JsonBody::parse(Bytes::from_static(sent)).unwrap();
+        // What `a.body.items[*].id` reads.
+        let parts = |fields: Vec<(&str, Reads)>, items: Reads| Reads::Parts {
+            fields: fields
+                .into_iter()
+                .map(|(k, r)| (k.to_string(), r))
+                .collect(),
+            items: Box::new(items),
+        };
+        let id = parts(vec![("id", Reads::Whole)], Reads::Nothing);
+        let reads = parts(vec![("items", parts(vec![], id))], Reads::Nothing);
+        let read = body.reading(&Arc::new(reads));
+        assert_eq!(
+            read.value().to_string(),
+            r#"{"items":[{"id":1},null,{"id":2.50}]}"#
+        );
+        // The text stays whole, and the original body is not pruned.
+        assert_eq!(text(&read), String::from_utf8(sent.to_vec()).unwrap());
+        assert_eq!(body.value()["n"], json!(1));
+        // Read whole, or not at all: the same body.
+        for r in [Reads::Whole, Reads::Nothing] {
+            assert!(Arc::ptr_eq(&body.reading(&Arc::new(r)).0, &body.0));
+        }
     }
 
     #[test]
