@@ -20,21 +20,11 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 RUNS="${RUNS:-3}"
 REQUESTS="${REQUESTS:-20000}"
 LOGS="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-ratelimit-bench.XXXXXX")"
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
+WORK="$LOGS"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # PIDS, cleanup, fail
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
-fail() { echo "error: $*" >&2; for f in "$LOGS"/*.log; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
 
 # free_port: a port nothing listens on (bound and released by the kernel).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }

@@ -20,24 +20,12 @@ RUNS="${RUNS:-3}"
 LOGS="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")"
 UP_PID="" GW_PID="" BENCH_PID=""
 
-stop() { # stop PID...: TERM, wait up to 5 s, then KILL
-    local pid
-    for pid in "$@"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do
-        [[ -n "$pid" ]] || continue
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
+WORK="$LOGS"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # stop, fail, listening
 cleanup() { stop "$BENCH_PID" "$GW_PID" "$UP_PID"; BENCH_PID="" UP_PID="" GW_PID=""; }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
-
-fail() { echo "error: $*" >&2; for f in "$LOGS"/*.log; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
-
-# listening HOST:PORT: true when something accepts connections there.
-listening() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 
 # ready URL PID: poll (at most 10 s) until URL answers 200, failing if PID dies.
 ready() {

@@ -21,20 +21,12 @@ REQUESTS="${REQUESTS:-20000}"
 LOGS="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-telemetry.XXXXXX")"
 UP_PID="" GW_PID=""
 
-stop() {
-    local pid
-    for pid in "$@"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do
-        [[ -n "$pid" ]] || continue
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
+WORK="$LOGS"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # stop, fail
 cleanup() { stop "$GW_PID" "$UP_PID"; GW_PID="" UP_PID=""; }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
-fail() { echo "error: $*" >&2; for f in "$LOGS"/*.log; do [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done; exit 1; }
 
 # wait_for FILE PATTERN PID: the first line of FILE matching PATTERN (10 s).
 wait_for() {
